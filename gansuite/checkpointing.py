@@ -1,0 +1,110 @@
+"""Checkpoints named and spaced in gansuite steps, the run's identity inside them, and safe resume.
+
+Lightning writes checkpoints through an fsspec transaction (a temporary file
+moved into place), so an interrupted save never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+
+from gansuite.errors import ConfigError
+
+LAST = "last.ckpt"
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Saves ``step_000500.ckpt``-style files every N gansuite steps and keeps ``last.ckpt`` current.
+
+    Args:
+        every: gansuite steps (generator updates) between saves.
+        optimizer_steps_per_step: Lightning optimizer steps in one gansuite step (n_critic + 1).
+    """
+
+    def __init__(self, *, dirpath: str | Path, every: int, optimizer_steps_per_step: int, **kwargs: Any) -> None:
+        self.optimizer_steps_per_step = optimizer_steps_per_step
+        super().__init__(
+            dirpath=dirpath,
+            filename="step_{step:06d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=every * optimizer_steps_per_step,
+            save_last=True,
+            save_top_k=-1,
+            **kwargs,
+        )
+
+    def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
+        metrics = dict(metrics)
+        if "step" in metrics:  # Lightning's optimizer-step count -> gansuite steps
+            metrics["step"] = torch.as_tensor(metrics["step"]) // self.optimizer_steps_per_step
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run that stops between save points still leaves its final state in last.ckpt.
+        if trainer.global_step % self._every_n_train_steps != 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class RunInfo(Callback):
+    """Stores the composed config and the W&B run id in every checkpoint, so a resume continues the same run."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["gansuite_config"] = self.config
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                checkpoint["wandb_run_id"] = logger.version
+
+
+def resolve_resume(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory whose checkpoints/last.ckpt is taken."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / LAST, path / LAST):
+            if candidate.is_file():
+                return candidate
+        raise ConfigError(f"resume: {path} holds no checkpoints/{LAST}; pass a .ckpt file or a gansuite run directory.")
+    if not path.is_file():
+        raise ConfigError(f"resume: {path} does not exist; pass a .ckpt file or a gansuite run directory.")
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint on the CPU, turning an unreadable file into a one-sentence error."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise ConfigError(
+            f"resume: {path} is not a readable checkpoint ({type(err).__name__}); "
+            "pass a .ckpt written by gansuite-train."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "loops" not in checkpoint:
+        raise ConfigError(f"resume: {path} is not a gansuite training checkpoint; pass a .ckpt written by gansuite-train.")
+    return checkpoint
+
+
+def check_compatible(checkpoint: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
+    """Fail before training if the checkpoint's weights do not fit the configured model."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    if missing or unexpected or wrong:
+        if wrong:
+            key = wrong[0]
+            detail = f"{key} is {found[key]} there but {expected[key]} here"
+        else:
+            detail = f"{len(missing)} weights missing and {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]}"
+        raise ConfigError(
+            f"resume: {path} was written for a different model ({detail}); "
+            "resume with the model, data and loss options the run was started with."
+        )

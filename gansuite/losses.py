@@ -1,0 +1,92 @@
+"""Adversarial losses as pure functions of discriminator outputs.
+
+Each discriminator loss takes the raw (pre-sigmoid) outputs on real and on fake
+samples; each generator loss takes the outputs on fake samples. All return the
+mean over the batch. ``conf/loss/*.yaml`` pairs them into an :class:`Objective`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DLoss = Callable[[Tensor, Tensor], Tensor]
+GLoss = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A discriminator loss, the generator loss that goes with it, and WGAN's weight clipping.
+
+    Args:
+        d_loss: ``(real_logits, fake_logits) -> scalar`` minimised by D.
+        g_loss: ``fake_logits -> scalar`` minimised by G.
+        weight_clip: if set, D's weights are clamped to [-c, c] after every D update
+            (WGAN, Arjovsky et al. 2017).
+    """
+
+    d_loss: DLoss
+    g_loss: GLoss
+    weight_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight_clip is not None and self.weight_clip <= 0:
+            from gansuite.errors import ConfigError
+
+            raise ConfigError(
+                f"loss.objective.weight_clip must be positive (got {self.weight_clip}); "
+                "use a value like 0.01 or null to turn clipping off."
+            )
+
+
+# Goodfellow et al. 2014: D maximises log D(x) + log(1 - D(G(z))).
+def bce_d(real: Tensor, fake: Tensor) -> Tensor:
+    """-log sigmoid(real) - log(1 - sigmoid(fake)), written with softplus for stability."""
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+def minimax_g(fake: Tensor) -> Tensor:
+    """The original minimax generator loss: minimise log(1 - D(G(z))) (saturates early on)."""
+    return -F.softplus(fake).mean()
+
+
+def nonsaturating_g(fake: Tensor) -> Tensor:
+    """The non-saturating generator loss: maximise log D(G(z))."""
+    return F.softplus(-fake).mean()
+
+
+# Mao et al. 2017, with the 0-1 coding (a = 0, b = c = 1).
+def lsgan_d(real: Tensor, fake: Tensor) -> Tensor:
+    """0.5 (D(x) - 1)^2 + 0.5 D(G(z))^2."""
+    return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean()
+
+
+def lsgan_g(fake: Tensor) -> Tensor:
+    """0.5 (D(G(z)) - 1)^2."""
+    return 0.5 * ((fake - 1) ** 2).mean()
+
+
+# Arjovsky et al. 2017 and Gulrajani et al. 2017: the critic's outputs are unbounded scores.
+def wasserstein_d(real: Tensor, fake: Tensor) -> Tensor:
+    """E[D(G(z))] - E[D(x)]: the negated Wasserstein estimate."""
+    return fake.mean() - real.mean()
+
+
+def wasserstein_g(fake: Tensor) -> Tensor:
+    """-E[D(G(z))]."""
+    return -fake.mean()
+
+
+# Lim & Ye 2017; Miyato et al. 2018.
+def hinge_d(real: Tensor, fake: Tensor) -> Tensor:
+    """E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+    return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
+
+
+def hinge_g(fake: Tensor) -> Tensor:
+    """-E[D(G(z))]."""
+    return -fake.mean()

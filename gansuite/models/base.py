@@ -1,0 +1,283 @@
+"""The adversarial schedule shared by every GAN family, and the unconditional z -> x GAN.
+
+What counts as a step: one gansuite **step** is one generator update. Each
+training batch drives one discriminator update, and every ``n_critic``-th batch
+also drives a generator update, so a step is ``n_critic`` batches and
+``n_critic + 1`` optimizer steps. Lightning's ``global_step`` counts optimizer
+steps; ``gansuite-train`` multiplies ``trainer.max_steps`` by ``n_critic + 1``
+so that ``trainer.max_steps`` in the config counts gansuite steps.
+
+A family subclasses :class:`AdversarialModule` and says what one step computes:
+
+- ``generate(batch)``: the generator's outputs for this batch (any structure);
+- ``discriminator_loss(batch, fake, regularize)``: terms for D's update;
+- ``generator_loss(batch, fake)``: terms for G's update;
+- ``make_inputs(n, generator)`` and ``sample(inputs, ema)`` for grids and metrics.
+
+Unconditional (z -> x), class-conditional ((z, y) -> x), image-conditioned
+(x_a -> x_b) and two-generator cycle models differ only in those methods; the
+base owns the optimizers, the schedule, regularizer cadence, clipping, EMA,
+schedulers, the NaN guard and what goes into a checkpoint for exact resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gansuite.errors import NonFiniteLossError
+from gansuite.losses import Objective
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+Regularizer = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Move ``ema``'s parameters towards ``model``'s; copy buffers (batch-norm statistics) as they are."""
+    ema_params = [p for p in ema.parameters()]
+    params = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+class AdversarialModule(L.LightningModule):
+    """Owns the adversarial schedule; subclasses define the losses of one step.
+
+    Args:
+        generator, discriminator: built networks (a family with two of each passes ``nn.ModuleDict``s).
+        g_optimizer, d_optimizer: partials that take parameters and return an optimizer.
+        objective: the adversarial loss pair (``gansuite.losses.Objective``).
+        regularizer: D regularizer ``(critic, real, fake) -> penalty``, or None.
+        reg_every: run the regularizer on every k-th D update, scaled by k (lazy regularization).
+        n_critic: D updates per G update.
+        ema_decay: decay of the generator's exponential moving average, or None for no EMA.
+        grad_clip: clip each network's gradient norm to this value before its update.
+        g_scheduler, d_scheduler: optional partials ``optimizer -> LR scheduler``; both step once per step.
+    """
+
+    def __init__(
+        self,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        g_optimizer: OptimizerFactory,
+        d_optimizer: OptimizerFactory,
+        objective: Objective,
+        regularizer: Regularizer | None = None,
+        reg_every: int = 1,
+        n_critic: int = 1,
+        ema_decay: float | None = 0.999,
+        grad_clip: float | None = None,
+        g_scheduler: SchedulerFactory | None = None,
+        d_scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.generator_ema = None
+        if ema_decay is not None:
+            self.generator_ema = copy.deepcopy(generator).requires_grad_(False).eval()
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.g_scheduler = g_scheduler
+        self.d_scheduler = d_scheduler
+        self.objective = objective
+        self.regularizer = regularizer
+        self.reg_every = reg_every
+        self.n_critic = n_critic
+        self.ema_decay = ema_decay
+        self.grad_clip = grad_clip
+        self._rng_to_restore: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- counters
+    @property
+    def optimizer_steps_per_step(self) -> int:
+        return self.n_critic + 1
+
+    @property
+    def step(self) -> int:
+        """Generator updates done so far: what ``trainer.max_steps`` counts in gansuite."""
+        return self.trainer.global_step // self.optimizer_steps_per_step if self._trainer else 0
+
+    @property
+    def batches_consumed(self) -> int:
+        """Training batches used so far (one per D update): where the data stream resumes."""
+        return self.trainer.global_step - self.step if self._trainer else 0
+
+    def total_batches(self, trainer: L.Trainer) -> int | None:
+        """Batches a run of ``trainer.max_steps`` optimizer steps takes (for the progress bar)."""
+        if trainer.max_steps is None or trainer.max_steps < 0:
+            return None
+        return trainer.max_steps // self.optimizer_steps_per_step * self.n_critic
+
+    # ------------------------------------------------------------ family hooks
+    def generate(self, batch: Any) -> Any:
+        raise NotImplementedError
+
+    def discriminator_loss(self, batch: Any, fake: Any, regularize: bool) -> dict[str, Tensor]:
+        """Terms of D's update: ``loss`` is minimised, ``reg`` (when ``regularize``) is added times reg_every."""
+        raise NotImplementedError
+
+    def generator_loss(self, batch: Any, fake: Any) -> dict[str, Tensor]:
+        """Terms of G's update: ``loss`` is minimised, the rest are logged."""
+        raise NotImplementedError
+
+    def make_inputs(self, n: int, generator: torch.Generator) -> Any:
+        """Generator inputs for n samples drawn from ``generator`` (a seeded CPU generator)."""
+        raise NotImplementedError
+
+    def forward(self, inputs: Any) -> Tensor:
+        return self.generator(inputs)
+
+    @torch.no_grad()
+    def sample(self, inputs: Any, ema: bool = True) -> Tensor:
+        """Samples in data space from the EMA generator (or the raw one), in eval mode."""
+        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
+        try:
+            return net(inputs)
+        finally:
+            net.train(was_training)
+
+    # ---------------------------------------------------------------- schedule
+    def configure_optimizers(self):
+        opt_g = self.g_optimizer(self.generator.parameters())
+        opt_d = self.d_optimizer(self.discriminator.parameters())
+        schedulers = [make(opt) for make, opt in ((self.g_scheduler, opt_g), (self.d_scheduler, opt_d)) if make]
+        return [opt_g, opt_d], schedulers
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        d_updates = self.batches_consumed  # D updates before this batch
+        g_update_now = (d_updates + 1) % self.n_critic == 0
+
+        # Generate once; the G update reuses these samples, so keep the graph only when it comes.
+        with torch.set_grad_enabled(g_update_now):
+            fake = self.generate(batch)
+
+        # --- discriminator update
+        self.toggle_optimizer(opt_d)
+        terms = self.discriminator_loss(batch, fake, regularize=self.regularizer is not None
+                                        and d_updates % self.reg_every == 0)
+        loss = terms["loss"] + self.reg_every * terms["reg"] if "reg" in terms else terms["loss"]
+        self._update(opt_d, loss, "train/d_loss")
+        if self.objective.weight_clip is not None:
+            with torch.no_grad():
+                for p in self.discriminator.parameters():
+                    p.clamp_(-self.objective.weight_clip, self.objective.weight_clip)
+        self.untoggle_optimizer(opt_d)
+        self._log_terms("d", terms)
+
+        if not g_update_now:
+            return
+
+        # --- generator update
+        self.toggle_optimizer(opt_g)
+        terms = self.generator_loss(batch, fake)
+        self._update(opt_g, terms["loss"], "train/g_loss")
+        self.untoggle_optimizer(opt_g)
+        self._log_terms("g", terms)
+
+        if self.generator_ema is not None:
+            # Ramp the decay up so short runs are not dominated by the random initial weights.
+            step = self.step
+            decay = min(self.ema_decay, (1 + step) / (10 + step))
+            ema_update(self.generator_ema, self.generator, decay)
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
+
+    def _log_terms(self, net: str, terms: dict[str, Tensor]) -> None:
+        # Keys are train/d_loss, train/d_reg, train/g_loss, ...; only the losses go to the progress bar.
+        for name, value in terms.items():
+            self.log(f"train/{net}_{name}", value.detach(), prog_bar=name == "loss")
+
+    def _update(self, optimizer, loss: Tensor, key: str) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"{key} became {loss.item()} at step {self.step}; training stopped and the last "
+                "checkpoint was kept: lower model.g_optimizer.lr / model.d_optimizer.lr or set "
+                "model.module.grad_clip, then resume from it."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.grad_clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    # ----------------------------------------------------------- exact resume
+    def on_train_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "skip_batches"):
+            datamodule.skip_batches(self.batches_consumed)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # RNG states are restored at the first batch after a resume, not at load time: loading,
+        # data-loader start-up and callbacks may draw random numbers in between.
+        if self._rng_to_restore is not None:
+            state, self._rng_to_restore = self._rng_to_restore, None
+            torch.set_rng_state(state["torch"])
+            if torch.cuda.is_available() and state.get("cuda"):
+                torch.cuda.set_rng_state_all(state["cuda"])
+            np.random.set_state(state["numpy"])
+            random.setstate(state["python"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+        checkpoint["gansuite_step"] = self.step
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+
+class UnconditionalGAN(AdversarialModule):
+    """z -> x: the vanilla GAN, DCGAN and every unconditional family.
+
+    Args:
+        latent_dim: size of the noise vector z ~ N(0, I).
+        (the rest: see :class:`AdversarialModule`)
+    """
+
+    def __init__(self, *, latent_dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+
+    def make_inputs(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+
+    def generate(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        real = batch[0]
+        z = torch.randn(real.shape[0], self.latent_dim, device=real.device, dtype=real.dtype)
+        return self.generator(z)
+
+    def discriminator_loss(self, batch, fake: Tensor, regularize: bool) -> dict[str, Tensor]:
+        real, fake = batch[0], fake.detach()
+        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        terms = {
+            "loss": self.objective.d_loss(real_out, fake_out),
+            "real_score": real_out.mean(),
+            "fake_score": fake_out.mean(),
+        }
+        if regularize:
+            terms["reg"] = self.regularizer(self.discriminator, real, fake)
+        return terms
+
+    def generator_loss(self, batch, fake: Tensor) -> dict[str, Tensor]:
+        return {"loss": self.objective.g_loss(self.discriminator(fake))}

@@ -1,0 +1,203 @@
+"""``gansuite-train``: compose a run from ``conf/``, build everything, train.
+
+This file is the edge: the only place that reads the config and calls
+``hydra.utils.instantiate``. Everything below it receives built objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gansuite.checkpointing import RunInfo, StepCheckpoint, check_compatible, read_checkpoint, resolve_resume
+from gansuite.errors import ConfigError, NonFiniteLossError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+log = logging.getLogger("gansuite")
+
+
+def _build(key: str, node: Any, **kwargs: Any) -> Any:
+    """instantiate(node), reporting a failure as one sentence that names the config key."""
+    try:
+        return instantiate(node, **kwargs)
+    except ConfigError:
+        raise
+    except Exception as err:
+        cause = err
+        while cause.__cause__ is not None:  # Hydra wraps the constructor's own error
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"{key}: {message.rstrip('.')}; fix the value of {key} (see `gansuite-train --cfg job`).") from None
+
+
+def _positive(cfg: DictConfig, key: str, integer: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{key} must be {kind} (got {value!r}); set {key}=<{kind.split()[-1]}> on the command line.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks that Hydra's composition cannot make, each failing with one sentence."""
+    for key in ("model.g_optimizer.lr", "model.d_optimizer.lr"):
+        _positive(cfg, key)
+    for key in ("trainer.max_steps", "trainer.checkpoint_every", "data.batch_size", "loss.n_critic",
+                "loss.regularizer.every", "model.latent_dim"):
+        _positive(cfg, key, integer=True)
+    decay = OmegaConf.select(cfg, "model.module.ema_decay")
+    if decay is not None and not 0.0 <= decay < 1.0:
+        raise ConfigError(f"model.module.ema_decay must be in [0, 1) (got {decay}); use 0.999, or null for no EMA.")
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The data module and the GAN module a config describes, checked against each other."""
+    validate(cfg)
+    datamodule = _build("data", cfg.data)
+    if hasattr(datamodule, "check"):
+        datamodule.check()
+    if cfg.model.get("conditional") and datamodule.num_classes is None:
+        raise ConfigError(
+            f"model={cfg.model.name} is class-conditional but the data has no labels; "
+            "pick labelled data (data=mnist_offline, mnist, cifar10) or an unconditional model."
+        )
+    shape = tuple(datamodule.shape)
+    generator = _build("model.generator", cfg.model.generator, shape=shape)
+    discriminator = _build("model.discriminator", cfg.model.discriminator, shape=shape)
+    regularizer = _build("loss.regularizer.fn", cfg.loss.regularizer.fn) if cfg.loss.regularizer.fn else None
+    module = _build(
+        "model.module",
+        cfg.model.module,
+        generator=generator,
+        discriminator=discriminator,
+        g_optimizer=_build("model.g_optimizer", cfg.model.g_optimizer),
+        d_optimizer=_build("model.d_optimizer", cfg.model.d_optimizer),
+        g_scheduler=_build("model.g_scheduler", cfg.model.g_scheduler) if cfg.model.g_scheduler else None,
+        d_scheduler=_build("model.d_scheduler", cfg.model.d_scheduler) if cfg.model.d_scheduler else None,
+        objective=_build("loss.objective", cfg.loss.objective),
+        regularizer=regularizer,
+        reg_every=cfg.loss.regularizer.every,
+        n_critic=cfg.loss.n_critic,
+    )
+    # One dry run catches an architecture that does not fit the data before any training.
+    with torch.no_grad():
+        made = module.sample(module.make_inputs(2, torch.Generator().manual_seed(0)), ema=False)
+        if tuple(made.shape[1:]) != shape:
+            raise ConfigError(
+                f"model={cfg.model.name} makes samples of shape {tuple(made.shape[1:])} but the data gives {shape}; "
+                "set data.resolution (and model.generator options) so that they match."
+            )
+        module.discriminator.eval()
+        module.discriminator(made)
+        module.discriminator.train()
+    # The optimizers are built here too, so a bad optimizer option fails now and names its key.
+    for key, make, net in (("model.g_optimizer", module.g_optimizer, generator),
+                           ("model.d_optimizer", module.d_optimizer, discriminator)):
+        try:
+            make(net.parameters())
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{key}: {err}; fix the value of {key}.") from None
+    return datamodule, module
+
+
+def _make_logger(cfg: DictConfig, resume_id: str | None):
+    if cfg.get("logger") is None or "_target_" not in cfg.logger:
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    from gansuite.logging import run_metadata, wandb_mode
+
+    kwargs: dict[str, Any] = {}
+    if cfg.logger._target_.endswith("WandbLogger"):
+        mode, reason = wandb_mode(cfg.logger.get("mode"))
+        if reason:
+            log.warning(reason.replace("<dir>", str(Path(cfg.paths.output_dir) / "wandb")))
+        kwargs = {"offline": mode == "offline", "mode": mode}
+        if resume_id:
+            kwargs.update(id=resume_id, resume="allow")
+    logger = _build("logger", cfg.logger, **kwargs)
+    metadata = run_metadata(cfg)
+    if isinstance(logger, WandbLogger):
+        logger.experiment.config.update(metadata["config"], allow_val_change=True)
+        logger.experiment.config.update({"git_commit": metadata["git_commit"]}, allow_val_change=True)
+    else:
+        logger.log_hyperparams({**metadata["config"], "git_commit": metadata["git_commit"]})
+    return logger
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train the run ``cfg`` describes; returns where its outputs went and how far it got."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, module = build(cfg)
+
+    ckpt_path, resume_id = None, None
+    if cfg.get("resume"):
+        ckpt_path = resolve_resume(cfg.resume)
+        checkpoint = read_checkpoint(ckpt_path)
+        check_compatible(checkpoint, module, ckpt_path)
+        resume_id = checkpoint.get("wandb_run_id")
+        log.info(f"resuming from {ckpt_path} at step {checkpoint.get('gansuite_step', '?')}")
+        del checkpoint
+
+    callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node]
+    callbacks += [
+        StepCheckpoint(
+            dirpath=output_dir / "checkpoints",
+            every=cfg.trainer.checkpoint_every,
+            optimizer_steps_per_step=module.optimizer_steps_per_step,
+        ),
+        RunInfo(OmegaConf.to_container(cfg, resolve=True)),
+    ]
+    logger = _make_logger(cfg, resume_id)
+    trainer = L.Trainer(
+        # trainer.max_steps counts gansuite steps; Lightning counts every optimizer step.
+        max_steps=cfg.trainer.max_steps * module.optimizer_steps_per_step,
+        max_epochs=-1,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        precision=cfg.trainer.precision,
+        deterministic=cfg.trainer.deterministic,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        default_root_dir=output_dir,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.interrupted:
+        log.warning(f"interrupted at step {module.step}; resume with resume={output_dir}")
+    return {"output_dir": output_dir, "step": module.step, "trainer": trainer, "module": module}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except ConfigError as err:
+        print(f"gansuite-train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLossError as err:
+        print(f"gansuite-train: stopped: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
