@@ -1,0 +1,48 @@
+"""Shared fixtures: compose the real config from conf/ and shrink it for the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from gansuite.train import CONF_DIR
+
+# Small nets and batches: enough to exercise every code path in seconds.
+TINY = [
+    "trainer=debug",
+    "logger=none",
+    "model.latent_dim=8",
+    "data.batch_size=8",
+]
+TINY_WIDTH = {
+    "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "gan": ["model.generator.width=16", "model.discriminator.width=16", "model.generator.depth=1",
+            "model.discriminator.depth=1"],
+}
+
+
+def make_cfg(tmp_path: Path, *overrides: str, tiny: bool = True) -> DictConfig:
+    """The composed training config with outputs under tmp_path (no Hydra run directory)."""
+    overrides = list(overrides)
+    if tiny:
+        model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "dcgan")
+        overrides = TINY + TINY_WIDTH.get(model, []) + overrides
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """No test may reach the network or a real W&B account."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))

@@ -1,0 +1,174 @@
+"""The adversarial schedule of the shared base, on tiny MLPs and 2D data."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from torch.testing import assert_close
+
+from gansuite.data import Mixture2D
+from gansuite.errors import NonFiniteLossError
+from gansuite.losses import Objective, bce_d, nonsaturating_g, wasserstein_d, wasserstein_g
+from gansuite.models import gan
+from gansuite.models.base import UnconditionalGAN, ema_update
+
+
+def tiny_gan(**kwargs) -> UnconditionalGAN:
+    torch.manual_seed(0)
+    defaults = dict(
+        latent_dim=4,
+        generator=gan.Generator(shape=(2,), latent_dim=4, width=8, depth=1),
+        discriminator=gan.Discriminator(shape=(2,), width=8, depth=1),
+        g_optimizer=partial(torch.optim.SGD, lr=0.05),
+        d_optimizer=partial(torch.optim.SGD, lr=0.05),
+        objective=Objective(d_loss=bce_d, g_loss=nonsaturating_g),
+    )
+    return UnconditionalGAN(**{**defaults, **kwargs})
+
+
+def fit(module: UnconditionalGAN, steps: int, callbacks=()) -> L.Trainer:
+    trainer = L.Trainer(
+        max_steps=steps * module.optimizer_steps_per_step,
+        max_epochs=-1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+    )
+    trainer.fit(module, datamodule=Mixture2D(modes="ring8", num_samples=512, batch_size=16, seed=0))
+    return trainer
+
+
+class Updates(L.Callback):
+    """Which network's weights changed in each batch."""
+
+    def __init__(self):
+        self.changed: list[tuple[bool, bool]] = []
+
+    @staticmethod
+    def _flat(net):
+        return torch.cat([p.detach().flatten().clone() for p in net.parameters()])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before = self._flat(pl_module.generator), self._flat(pl_module.discriminator)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        g, d = self._flat(pl_module.generator), self._flat(pl_module.discriminator)
+        self.changed.append((not torch.equal(g, self.before[0]), not torch.equal(d, self.before[1])))
+
+
+def test_n_critic_d_updates_per_g_update_and_step_counts_g_updates():
+    module, updates = tiny_gan(n_critic=3), Updates()
+    trainer = fit(module, steps=2, callbacks=[updates])
+    assert module.step == 2
+    assert trainer.global_step == 8  # 6 D updates + 2 G updates
+    assert module.batches_consumed == 6
+    # Every batch updates D; every third also updates G.
+    assert updates.changed == [(False, True), (False, True), (True, True)] * 2
+
+
+def test_only_the_network_being_updated_receives_gradients():
+    module = tiny_gan(n_critic=2)
+    seen: list[tuple[str, str]] = []
+    phase = {"now": None}
+    for net_name, net in (("G", module.generator), ("D", module.discriminator)):
+        for p in net.parameters():
+            p.register_hook(lambda grad, net_name=net_name: seen.append((phase["now"], net_name)))
+    d_loss, g_loss = module.discriminator_loss, module.generator_loss
+
+    def tracked_d(*args, **kwargs):
+        phase["now"] = "d"
+        return d_loss(*args, **kwargs)
+
+    def tracked_g(*args, **kwargs):
+        phase["now"] = "g"
+        return g_loss(*args, **kwargs)
+
+    module.discriminator_loss, module.generator_loss = tracked_d, tracked_g
+    fit(module, steps=2)
+    assert ("d", "D") in seen and ("g", "G") in seen
+    assert ("d", "G") not in seen, "the D update back-propagated into G"
+    assert ("g", "D") not in seen, "the G update computed gradients for D"
+
+
+class CountingPenalty:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, critic, real, fake):
+        self.calls += 1
+        return critic(real).mean() * 0.0
+
+
+def test_lazy_regularizer_runs_every_k_d_updates():
+    penalty = CountingPenalty()
+    fit(tiny_gan(regularizer=penalty, reg_every=4), steps=9)  # D updates 0..8 -> at 0, 4, 8
+    assert penalty.calls == 3
+
+
+def test_weight_clipping_bounds_the_critic():
+    module = tiny_gan(objective=Objective(d_loss=wasserstein_d, g_loss=wasserstein_g, weight_clip=0.01))
+    fit(module, steps=3)
+    for p in module.discriminator.parameters():
+        assert p.abs().max() <= 0.01 + 1e-7
+
+
+def test_gradient_clipping_bounds_the_update():
+    norms: list[float] = []
+
+    class RecordingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+            return super().step(closure)
+
+    module = tiny_gan(g_optimizer=partial(RecordingSGD, lr=10.0), d_optimizer=partial(RecordingSGD, lr=10.0),
+                      grad_clip=1e-3)
+    fit(module, steps=3)
+    assert len(norms) == 6
+    assert max(norms) <= 1e-3 * (1 + 1e-4)
+
+
+def test_schedulers_step_once_per_step():
+    make_sched = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    module = tiny_gan(n_critic=2, g_scheduler=make_sched, d_scheduler=make_sched)
+    trainer = fit(module, steps=3)
+    for optimizer in trainer.optimizers:
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**3)
+
+
+def test_ema_update_closed_form():
+    model, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        ema.weight.fill_(0.0)
+        model.running_mean.fill_(5.0)
+    ema_update(ema, model, decay=0.9)
+    assert_close(ema.weight, torch.full((3,), 0.1), rtol=0, atol=1e-7)
+    assert_close(ema.running_mean, torch.full((3,), 5.0), rtol=0, atol=0)  # buffers are copied
+
+
+def test_ema_generator_follows_the_generator_and_is_used_for_samples():
+    module = tiny_gan(ema_decay=0.5)
+    fit(module, steps=4)
+    g = torch.cat([p.flatten() for p in module.generator.parameters()])
+    e = torch.cat([p.flatten() for p in module.generator_ema.parameters()])
+    assert not torch.equal(g, e)
+    z = module.make_inputs(5, torch.Generator().manual_seed(0))
+    assert_close(module.sample(z, ema=True), module.generator_ema(z))
+    assert_close(module.sample(z, ema=False), module.generator(z))
+
+
+def test_non_finite_loss_stops_before_the_update():
+    module = tiny_gan(objective=Objective(d_loss=lambda r, f: (r * float("nan")).mean(), g_loss=nonsaturating_g))
+    before = [p.detach().clone() for p in module.discriminator.parameters()]
+    with pytest.raises(NonFiniteLossError, match="train/d_loss became nan at step 0"):
+        fit(module, steps=2)
+    for p, q in zip(before, module.discriminator.parameters(), strict=True):
+        assert torch.equal(p, q)
