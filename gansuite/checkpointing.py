@@ -39,11 +39,11 @@ class StepCheckpoint(ModelCheckpoint):
             **kwargs,
         )
 
-    def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
-        metrics = dict(metrics)
-        if "step" in metrics:  # Lightning's optimizer-step count -> gansuite steps
-            metrics["step"] = torch.as_tensor(metrics["step"]) // self.optimizer_steps_per_step
-        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+    def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        # File names count gansuite steps, not Lightning's optimizer steps.
+        candidates["step"] = torch.tensor(trainer.global_step // self.optimizer_steps_per_step)
+        return candidates
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A run that stops between save points still leaves its final state in last.ckpt.
@@ -80,7 +80,7 @@ def resolve_resume(path: str | Path) -> Path:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint on the CPU, turning an unreadable file into a one-sentence error."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise ConfigError(
             f"resume: {path} is not a readable checkpoint ({type(err).__name__}); "

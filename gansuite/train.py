@@ -116,27 +116,24 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
 
 
 def _make_logger(cfg: DictConfig, resume_id: str | None):
+    """The configured logger, or None. W&B never prompts or hangs: without a key or network it runs offline."""
     if cfg.get("logger") is None or "_target_" not in cfg.logger:
         return None
-    from lightning.pytorch.loggers import WandbLogger
-
     from gansuite.logging import run_metadata, wandb_mode
 
     kwargs: dict[str, Any] = {}
     if cfg.logger._target_.endswith("WandbLogger"):
-        mode, reason = wandb_mode(cfg.logger.get("mode"))
+        mode, reason = wandb_mode(save_dir=cfg.logger.save_dir)
         if reason:
-            log.warning(reason.replace("<dir>", str(Path(cfg.paths.output_dir) / "wandb")))
-        kwargs = {"offline": mode == "offline", "mode": mode}
+            log.warning(reason)
+        kwargs["mode"] = mode  # not offline=True, which Lightning turns into a process-wide env var
         if resume_id:
             kwargs.update(id=resume_id, resume="allow")
     logger = _build("logger", cfg.logger, **kwargs)
     metadata = run_metadata(cfg)
-    if isinstance(logger, WandbLogger):
-        logger.experiment.config.update(metadata["config"], allow_val_change=True)
-        logger.experiment.config.update({"git_commit": metadata["git_commit"]}, allow_val_change=True)
-    else:
-        logger.log_hyperparams({**metadata["config"], "git_commit": metadata["git_commit"]})
+    # Flat keys at the top level, so the W&B run table filters by model/name, loss/name, data/_target_.
+    logger.log_hyperparams({**metadata["config"], "git_commit": metadata["git_commit"],
+                            "gansuite_version": metadata["gansuite_version"]})
     return logger
 
 

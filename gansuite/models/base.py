@@ -112,8 +112,12 @@ class AdversarialModule(L.LightningModule):
 
     @property
     def batches_consumed(self) -> int:
-        """Training batches used so far (one per D update): where the data stream resumes."""
-        return self.trainer.global_step - self.step if self._trainer else 0
+        """Training batches used so far: where the data stream resumes."""
+        return self._batches_at(self.trainer.global_step) if self._trainer else 0
+
+    def _batches_at(self, global_step: int) -> int:
+        # One batch per D update, and every optimizer step that is not a G update is a D update.
+        return global_step - global_step // self.optimizer_steps_per_step
 
     def total_batches(self, trainer: L.Trainer) -> int | None:
         """Batches a run of ``trainer.max_steps`` optimizer steps takes (for the progress bar)."""
@@ -189,6 +193,8 @@ class AdversarialModule(L.LightningModule):
         self._update(opt_g, terms["loss"], "train/g_loss")
         self.untoggle_optimizer(opt_g)
         self._log_terms("g", terms)
+        # Logging "step" puts every logger's x-axis on gansuite steps, the unit of max_steps and of the grids.
+        self.log("step", float(self.step))
 
         if self.generator_ema is not None:
             # Ramp the decay up so short runs are not dominated by the random initial weights.
@@ -218,11 +224,6 @@ class AdversarialModule(L.LightningModule):
         optimizer.step()
 
     # ----------------------------------------------------------- exact resume
-    def on_train_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "skip_batches"):
-            datamodule.skip_batches(self.batches_consumed)
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # RNG states are restored at the first batch after a resume, not at load time: loading,
         # data-loader start-up and callbacks may draw random numbers in between.
@@ -231,20 +232,27 @@ class AdversarialModule(L.LightningModule):
             torch.set_rng_state(state["torch"])
             if torch.cuda.is_available() and state.get("cuda"):
                 torch.cuda.set_rng_state_all(state["cuda"])
-            np.random.set_state(state["numpy"])
+            kind, keys, pos, has_gauss, cached = state["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
             random.setstate(state["python"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(),
+            # numpy's key array as a tensor keeps the checkpoint loadable with weights_only=True.
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
             "python": random.getstate(),
         }
         checkpoint["gansuite_step"] = self.step
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng_states")
+        # Continue the data stream where the run stopped; this runs before the train iterator exists.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "skip_batches"):
+            datamodule.skip_batches(self._batches_at(checkpoint["global_step"]))
 
 
 class UnconditionalGAN(AdversarialModule):

@@ -1,0 +1,305 @@
+"""Training callbacks: sample grids, 2D scatter plots and the progress bar.
+
+All "every N steps" here count gansuite steps (``pl_module.step``, generator
+updates), not Lightning's ``global_step``, which counts every optimizer step.
+The sampling callbacks need from the module: ``step``, ``make_inputs(n, generator)``
+and ``sample(inputs, ema=...)``. They work with any logger: the PNG on disk is the
+record, and W&B / TensorBoard get a copy when attached.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+from gansuite.data import denormalize
+from gansuite.errors import ConfigError
+
+__all__ = ["GANProgressBar", "SampleGrid", "Scatter2D"]
+
+
+@contextmanager
+def _atomic_path(path: Path):
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
+
+    The temporary name ends in ``.tmp`` so a crash mid-write never leaves a file that looks
+    like a finished PNG, and ``os.replace`` within one folder is atomic on POSIX and Windows.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _PeriodicSamples(L.Callback):
+    """Generate from fixed inputs every N gansuite steps and at the end of training; save and log a PNG."""
+
+    config_key = ""  # the entry in conf/callbacks/default.yaml, for error messages
+
+    def __init__(
+        self, *, every_n_steps: int, num_samples: int, seed: int, ema: bool, dirpath: str | os.PathLike | None
+    ) -> None:
+        super().__init__()
+        if every_n_steps < 1:
+            raise ConfigError(
+                f"callbacks.{self.config_key}.every_n_steps is {every_n_steps}; set it to a positive number of steps."
+            )
+        if num_samples < 1:
+            raise ConfigError(
+                f"callbacks.{self.config_key}.num_samples is {num_samples}; set it to a positive number of samples."
+            )
+        self.every_n_steps = every_n_steps
+        self.num_samples = num_samples
+        self.seed = seed
+        self.ema = ema
+        self.dirpath = dirpath
+        self._inputs: Any = None
+        self._last_step = 0
+        self._last_saved: int | None = None
+        # Decided at the first snapshot: a grid callback on 2D data (or the reverse) stays silent.
+        self._applies: bool | None = None
+
+    def fixed_inputs(self, pl_module: L.LightningModule) -> Any:
+        """The generator inputs used for every snapshot, made once from ``seed``.
+
+        A private ``torch.Generator`` keeps the global RNG (and so training) untouched, and
+        the same seed gives the same inputs in every run, so grids compare across runs.
+        """
+        if self._inputs is None:
+            self._inputs = pl_module.make_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+        return self._inputs
+
+    def output_dir(self, trainer: L.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath is not None else Path(trainer.default_root_dir) / "samples"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A resumed run starts at its restored step; don't redraw the snapshot it already has.
+        self._last_step = pl_module.step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = pl_module.step
+        # Several batches share one step value when D trains n_critic times per G step;
+        # comparing multiples fires once per crossing, even if a step is ever skipped.
+        if step // self.every_n_steps > self._last_step // self.every_n_steps:
+            self._snapshot(trainer, pl_module, step)
+        self._last_step = step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.step != self._last_saved:
+            self._snapshot(trainer, pl_module, pl_module.step)
+
+    def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        self._last_saved = step
+        if not trainer.is_global_zero:
+            return
+        if self._applies is None:
+            # One sample tells images from points without generating the full batch of the wrong kind.
+            probe = pl_module.make_inputs(1, torch.Generator().manual_seed(self.seed))
+            self._applies = self._accepts(pl_module.sample(probe, ema=self.ema))
+        if not self._applies:
+            return
+        samples = pl_module.sample(self.fixed_inputs(pl_module), ema=self.ema)
+        path = self.output_dir(trainer) / f"step_{step:06d}.png"
+        with _atomic_path(path) as tmp:
+            self._render(samples.detach().float().cpu(), tmp, trainer, step)
+        _send_to_loggers(trainer, path, step)
+
+    def _accepts(self, samples: torch.Tensor) -> bool:
+        raise NotImplementedError
+
+    def _render(self, samples: torch.Tensor, path: Path, trainer: L.Trainer, step: int) -> None:
+        """Write ``samples`` as a PNG to ``path`` (whose suffix is not .png)."""
+        raise NotImplementedError
+
+
+def _send_to_loggers(trainer: L.Trainer, path: Path, step: int) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key="samples", images=[str(path)], step=step, caption=[f"step {step}"])
+        elif isinstance(logger, TensorBoardLogger):
+            from torchvision.io import ImageReadMode, read_image
+
+            # Reading the PNG back gives the same pixels for grids and matplotlib figures alike.
+            logger.experiment.add_image("samples", read_image(str(path), ImageReadMode.RGB), global_step=step)
+
+
+class SampleGrid(_PeriodicSamples):
+    """Save a grid of generated images as ``samples/step_XXXXXX.png`` every N gansuite steps.
+
+    Args:
+        every_n_steps: snapshot period in generator updates; a final snapshot is taken at the end.
+        num_samples: images in the grid, laid out ceil(sqrt(n)) per row.
+        seed: seeds the fixed generator inputs, shared across runs.
+        ema: sample from the EMA generator when the module keeps one.
+        dirpath: folder for the PNGs; defaults to ``<trainer.default_root_dir>/samples``.
+    """
+
+    config_key = "sample_grid"
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int = 500,
+        num_samples: int = 64,
+        seed: int = 1234,
+        ema: bool = True,
+        dirpath: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__(
+            every_n_steps=every_n_steps, num_samples=num_samples, seed=seed, ema=ema, dirpath=dirpath
+        )
+
+    def _accepts(self, samples: torch.Tensor) -> bool:
+        return samples.ndim == 4
+
+    def _render(self, samples: torch.Tensor, path: Path, trainer: L.Trainer, step: int) -> None:
+        from torchvision.utils import save_image
+
+        nrow = math.ceil(math.sqrt(len(samples)))
+        save_image(denormalize(samples), path, nrow=nrow, format="png")
+
+
+class Scatter2D(_PeriodicSamples):
+    """Save a scatter plot of generated 2D points over the true mode centres every N gansuite steps.
+
+    The centres come from ``trainer.datamodule.means`` (K×2) with a 2σ circle from
+    ``trainer.datamodule.std``; without them the points are plotted alone. Arguments as
+    for :class:`SampleGrid`.
+    """
+
+    config_key = "scatter_2d"
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int = 500,
+        num_samples: int = 2500,
+        seed: int = 1234,
+        ema: bool = True,
+        dirpath: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__(
+            every_n_steps=every_n_steps, num_samples=num_samples, seed=seed, ema=ema, dirpath=dirpath
+        )
+
+    def _accepts(self, samples: torch.Tensor) -> bool:
+        return samples.ndim == 2 and samples.shape[1] == 2
+
+    def _render(self, samples: torch.Tensor, path: Path, trainer: L.Trainer, step: int) -> None:
+        # Figure + Agg canvas instead of pyplot: no global figure registry to leak and no
+        # dependence on the process-wide backend (which may be interactive on a desktop).
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Circle
+
+        fig = Figure(figsize=(5, 5), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        points = samples.numpy()
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color="tab:blue", linewidths=0)
+
+        title = f"step {step}"
+        datamodule = getattr(trainer, "datamodule", None)
+        means = getattr(datamodule, "means", None)
+        if means is not None:
+            means = torch.as_tensor(means, dtype=torch.float32).cpu()
+            std = float(getattr(datamodule, "std", 0.0) or 0.0)
+            ax.scatter(means[:, 0].numpy(), means[:, 1].numpy(), s=30, marker="x", color="tab:red")
+            for x, y in means.tolist():
+                ax.add_patch(Circle((x, y), 2 * std, fill=False, color="tab:red", alpha=0.4, linewidth=0.8))
+            # Fixed limits from the true modes keep frames comparable across steps;
+            # points that fly off are clipped rather than rescaling the view.
+            limit = 1.1 * means.abs().max().item() + 4 * std
+            ax.set_xlim(-limit, limit)
+            ax.set_ylim(-limit, limit)
+            outside = (samples.abs() > limit).any(dim=1).float().mean().item()
+            if outside > 0:
+                title += f" ({outside:.0%} outside the view)"
+        ax.set_aspect("equal")
+        ax.set_title(title)
+        fig.savefig(path, format="png")
+
+
+class GANProgressBar(RichProgressBar):
+    """Rich progress bar sized to the whole run, showing the gansuite step and steps per second.
+
+    The train loader is infinite, so Lightning cannot size the bar; if the module has
+    ``total_batches(trainer) -> int | None`` (training batches in the whole run), that is
+    the total. Metrics logged with ``prog_bar=True`` are shown, without Lightning's ``v_num``.
+
+    Args:
+        rate_window_s: seconds between updates of the steps/s reading, which is then
+            smoothed; short windows flicker at n_critic > 1, where most batches add no step.
+        **kwargs: passed to :class:`~lightning.pytorch.callbacks.RichProgressBar`.
+    """
+
+    def __init__(self, *, rate_window_s: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rate_window_s = rate_window_s
+        self._anchor: tuple[float, int] | None = None
+        self._steps_per_s: float | None = None
+
+    @property
+    def total_train_batches(self) -> int | float:
+        total_fn = getattr(self.trainer.lightning_module, "total_batches", None)
+        total = total_fn(self.trainer) if callable(total_fn) else None
+        # A finite loader runs several epochs and Lightning's per-epoch count is right.
+        if total is None or math.isfinite(self.trainer.num_training_batches):
+            return super().total_train_batches
+        return total
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        # One endless epoch (max_epochs=-1) would read "Epoch 0/-2".
+        if self.trainer.max_epochs in (None, -1):
+            return "Training"
+        return super()._get_train_description(current_epoch)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        step = getattr(pl_module, "step", None)
+        self._anchor = (time.monotonic(), step) if step is not None else None
+        self._steps_per_s = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._update_rate(pl_module)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def _update_rate(self, pl_module: L.LightningModule) -> None:
+        if self._anchor is None:
+            return
+        now, step = time.monotonic(), pl_module.step
+        start_time, start_step = self._anchor
+        if now - start_time < self.rate_window_s:
+            return
+        rate = (step - start_step) / (now - start_time)
+        self._steps_per_s = rate if self._steps_per_s is None else 0.7 * self._steps_per_s + 0.3 * rate
+        self._anchor = (now, step)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        metrics.pop("step", None)  # shown below as an integer, whatever the module logs under that name
+        shown: dict[str, Any] = {}
+        # Strings skip the bar's ".3f" formatting: a step count is an integer.
+        if (step := getattr(pl_module, "step", None)) is not None:
+            shown["step"] = str(int(step))
+        shown.update(metrics)
+        if self._steps_per_s is not None:
+            shown["steps/s"] = f"{self._steps_per_s:.2f}"
+        return shown
