@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from gansuite.checkpointing import RunInfo, StepCheckpoint, check_compatible, read_checkpoint, resolve_resume
 from gansuite.errors import ConfigError, NonFiniteLossError
+
+# Lightning warnings that do not apply to gansuite's manual schedule: checkpoints are taken after
+# a whole step by design, and a resumed run writes into its own new run directory.
+warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("gansuite")
@@ -103,8 +109,13 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
                 "set data.resolution (and model.generator options) so that they match."
             )
         module.discriminator.eval()
-        module.discriminator(made)
+        scores = module.discriminator(made)
         module.discriminator.train()
+        try:
+            module.objective.d_loss(scores, scores)
+            module.objective.g_loss(scores)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"loss.objective: {err}; fix the loss options (see `gansuite-train --cfg job`).") from None
     # The optimizers are built here too, so a bad optimizer option fails now and names its key.
     for key, make, net in (("model.g_optimizer", module.g_optimizer, generator),
                            ("model.d_optimizer", module.d_optimizer, discriminator)):

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
+import torchvision
 
-from gansuite import data as data_module
 from gansuite.train import main, train
 
 from .conftest import make_cfg
@@ -90,10 +90,12 @@ def test_missing_data_directory(monkeypatch, capsys, tmp_path):
 
 
 def test_no_network_when_a_download_is_needed(monkeypatch, capsys, tmp_path):
-    def offline(*args, **kwargs):
+    def offline(*args, download=False, **kwargs):
+        if not download:
+            raise RuntimeError("Dataset not found. You can use download=True to download it")
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(data_module.torchvision.datasets, "MNIST", offline)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     code, err = run_cli(monkeypatch, capsys, tmp_path, "data=mnist", f"data.root={tmp_path / 'nowhere'}",
                         "data.download=true")
     assert code == 2
