@@ -26,6 +26,8 @@ from gansuite.errors import ConfigError, NonFiniteLossError
 # a whole step by design, and a resumed run writes into its own new run directory.
 warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
 warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+# The EMA generator is kept in eval mode on purpose.
+warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("gansuite")
