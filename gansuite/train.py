@@ -26,6 +26,7 @@ from gansuite.errors import ConfigError, NonFiniteLossError
 # a whole step by design, and a resumed run writes into its own new run directory.
 warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
 warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*is deprecated")
 # The EMA generator is kept in eval mode on purpose.
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 
