@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from gansuite.train import CONF_DIR
+
+# The console script of the interpreter running the tests, not whichever one is first on PATH.
+GANSUITE_TRAIN = str(Path(sys.executable).parent / "gansuite-train")
 
 # Small nets and batches: enough to exercise every code path in seconds.
 TINY = [

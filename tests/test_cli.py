@@ -12,6 +12,8 @@ import torch
 
 from gansuite.checkpointing import read_checkpoint
 
+from .conftest import GANSUITE_TRAIN, make_cfg
+
 pytestmark = pytest.mark.slow
 
 
@@ -19,7 +21,7 @@ def gansuite_train(run_dir: Path, *overrides: str, cwd: Path) -> subprocess.Comp
     env = {**os.environ, "WANDB_MODE": "", "WANDB_API_KEY": "", "HOME": str(cwd), "NETRC": str(cwd / "no-netrc")}
     env.pop("WANDB_MODE")
     env.pop("WANDB_API_KEY")
-    result = subprocess.run(["gansuite-train", f"hydra.run.dir={run_dir}", *overrides], cwd=cwd, env=env,
+    result = subprocess.run([GANSUITE_TRAIN, f"hydra.run.dir={run_dir}", *overrides], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -50,7 +52,6 @@ def test_vanilla_gan_puts_ring8_samples_on_the_ring(tmp_path):
     assert (run / "samples" / "step_004000.png").is_file()
     from gansuite.train import build
 
-    from .conftest import make_cfg
 
     _, module = build(make_cfg(tmp_path, "experiment=ring8_gan", tiny=False))
     module.load_state_dict(read_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"])

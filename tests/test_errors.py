@@ -11,7 +11,7 @@ import torchvision
 
 from gansuite.train import main, train
 
-from .conftest import make_cfg
+from .conftest import GANSUITE_TRAIN, make_cfg
 
 
 def run_cli(monkeypatch, capsys, tmp_path, *overrides: str) -> tuple[int, str]:
@@ -143,11 +143,11 @@ def test_unknown_group_option_lists_the_choices():
 
 
 def test_cfg_job_prints_the_composed_config_and_help_lists_groups():
-    result = subprocess.run(["gansuite-train", "--cfg", "job", "model=gan", "loss=hinge"],
+    result = subprocess.run([GANSUITE_TRAIN, "--cfg", "job", "model=gan", "loss=hinge"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "gansuite.losses.hinge_d" in result.stdout and "gansuite.models.gan.Generator" in result.stdout
-    result = subprocess.run(["gansuite-train", "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([GANSUITE_TRAIN, "--help"], capture_output=True, text=True, timeout=120)
     for group in ("model:", "data:", "loss:", "trainer:", "logger:", "callbacks:", "experiment:"):
         assert group in result.stdout
 
