@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gansuite.checkpointing import read_checkpoint
+from gansuite.train import build
 
 from .conftest import GANSUITE_TRAIN, make_cfg
 
@@ -50,9 +51,6 @@ def test_vanilla_gan_puts_ring8_samples_on_the_ring(tmp_path):
     run = tmp_path / "ring"
     gansuite_train(run, "experiment=ring8_gan", "logger=none", cwd=tmp_path)
     assert (run / "samples" / "step_004000.png").is_file()
-    from gansuite.train import build
-
-
     _, module = build(make_cfg(tmp_path, "experiment=ring8_gan", tiny=False))
     module.load_state_dict(read_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"])
     points = module.sample(module.make_inputs(2500, torch.Generator().manual_seed(0)))
