@@ -1,22 +1,43 @@
-"""Checkpoints named and spaced in gansuite steps, the run's identity inside them, and safe resume.
-
-Lightning writes checkpoints through an fsspec transaction (a temporary file
-moved into place), so an interrupted save never leaves a file that looks complete.
-"""
+"""Checkpoints named and spaced in gansuite steps, the run's identity inside them, and safe resume."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
 from gansuite.errors import ConfigError
 
 LAST = "last.ckpt"
+# Options that fix what a step and a batch are: a resume that changed them would silently
+# mis-count steps and skip the wrong part of the data stream.
+SCHEDULE_KEYS = ("loss.n_critic", "loss.regularizer.every", "data.batch_size", "data._target_")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a hidden temporary file in its own folder, then renames it into place.
+
+    The rename is atomic within one filesystem, so an interrupted save never leaves a file that
+    looks complete, and never replaces a good checkpoint with a partial one.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if "://" in str(path):  # remote storage: leave it to fsspec
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class StepCheckpoint(ModelCheckpoint):
@@ -91,8 +112,16 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def check_compatible(checkpoint: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
-    """Fail before training if the checkpoint's weights do not fit the configured model."""
+def check_compatible(checkpoint: dict[str, Any], module: torch.nn.Module, config: dict[str, Any], path: Path) -> None:
+    """Fail before training if the checkpoint does not fit the configured model and schedule."""
+    stored = checkpoint.get("gansuite_config") or {}
+    for key in SCHEDULE_KEYS:
+        then, now = _select(stored, key), _select(config, key)
+        if then is not None and then != now:
+            raise ConfigError(
+                f"resume: {path} was trained with {key}={then} but this run sets {key}={now}; "
+                f"resume with {key}={then}, or start a new run."
+            )
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     missing = sorted(expected.keys() - found.keys())
@@ -108,3 +137,12 @@ def check_compatible(checkpoint: dict[str, Any], module: torch.nn.Module, path: 
             f"resume: {path} was written for a different model ({detail}); "
             "resume with the model, data and loss options the run was started with."
         )
+
+
+def _select(config: dict[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node

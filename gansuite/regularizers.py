@@ -35,7 +35,8 @@ class GradientPenalty:
 
     def __call__(self, critic: Critic, real: Tensor, fake: Tensor) -> Tensor:
         alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
-        x_hat = torch.lerp(real.detach(), fake.detach(), alpha)
+        # Under mixed precision the fakes can come out in half precision while the reals do not.
+        x_hat = torch.lerp(real.detach(), fake.detach().to(real.dtype), alpha)
         norm = _input_gradient(critic, x_hat).norm(2, dim=1)
         return self.weight * ((norm - self.target) ** 2).mean()
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gansuite.checkpointing import RunInfo, StepCheckpoint, check_compatible, read_checkpoint, resolve_resume
+from gansuite.checkpointing import (
+    AtomicCheckpointIO,
+    RunInfo,
+    StepCheckpoint,
+    check_compatible,
+    read_checkpoint,
+    resolve_resume,
+)
 from gansuite.errors import ConfigError, NonFiniteLossError
 
 # Lightning warnings that do not apply to gansuite's manual schedule: checkpoints are taken after
@@ -64,14 +74,18 @@ def _positive(cfg: DictConfig, key: str, integer: bool = False) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Value checks that Hydra's composition cannot make, each failing with one sentence."""
-    for key in ("model.g_optimizer.lr", "model.d_optimizer.lr"):
+    for key in ("model.g_optimizer.lr", "model.d_optimizer.lr", "model.module.grad_clip"):
         _positive(cfg, key)
-    for key in ("trainer.max_steps", "trainer.checkpoint_every", "data.batch_size", "loss.n_critic",
-                "loss.regularizer.every", "model.latent_dim"):
+    for key in ("trainer.max_steps", "trainer.checkpoint_every", "trainer.log_every_n_steps", "data.batch_size",
+                "loss.n_critic", "loss.regularizer.every", "model.latent_dim"):
         _positive(cfg, key, integer=True)
     decay = OmegaConf.select(cfg, "model.module.ema_decay")
-    if decay is not None and not 0.0 <= decay < 1.0:
-        raise ConfigError(f"model.module.ema_decay must be in [0, 1) (got {decay}); use 0.999, or null for no EMA.")
+    if decay is not None and not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
+        raise ConfigError(f"model.module.ema_decay must be in [0, 1) (got {decay!r}); use 0.999, or null for no EMA.")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed must be an integer (got {cfg.seed!r}); set seed=0 or another integer.")
+    if not isinstance(cfg.trainer.deterministic, bool):
+        raise ConfigError(f"trainer.deterministic must be true or false (got {cfg.trainer.deterministic!r}).")
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
@@ -103,30 +117,45 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
         reg_every=cfg.loss.regularizer.every,
         n_critic=cfg.loss.n_critic,
     )
-    # One dry run catches an architecture that does not fit the data before any training.
+    _dry_run(cfg, module, shape)
+    return datamodule, module
+
+
+def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...]) -> None:
+    """Run every configured piece once on two samples, so a bad option fails now and names its key."""
     with torch.no_grad():
         made = module.sample(module.make_inputs(2, torch.Generator().manual_seed(0)), ema=False)
-        if tuple(made.shape[1:]) != shape:
-            raise ConfigError(
-                f"model={cfg.model.name} makes samples of shape {tuple(made.shape[1:])} but the data gives {shape}; "
-                "set data.resolution (and model.generator options) so that they match."
-            )
-        module.discriminator.eval()
-        scores = module.discriminator(made)
+    if tuple(made.shape[1:]) != shape:
+        raise ConfigError(
+            f"model={cfg.model.name} makes samples of shape {tuple(made.shape[1:])} but the data gives {shape}; "
+            "set data.resolution (and model.generator options) so that they match."
+        )
+    module.discriminator.eval()
+    try:
+        with torch.no_grad():
+            scores = module.discriminator(made)
+        for key, check in (
+            ("loss.objective", lambda: (module.objective.d_loss(scores, scores), module.objective.g_loss(scores))),
+            ("loss.regularizer.fn", lambda: module.regularizer and module.regularizer(module.discriminator, made, made)),
+        ):
+            try:
+                check()
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{key}: {err}; fix the options of {key} (see `gansuite-train --cfg job`).") from None
+    finally:
         module.discriminator.train()
+    for net, make_opt, make_sched in (("g", module.g_optimizer, module.g_scheduler),
+                                      ("d", module.d_optimizer, module.d_scheduler)):
+        key = f"model.{net}_optimizer"
         try:
-            module.objective.d_loss(scores, scores)
-            module.objective.g_loss(scores)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"loss.objective: {err}; fix the loss options (see `gansuite-train --cfg job`).") from None
-    # The optimizers are built here too, so a bad optimizer option fails now and names its key.
-    for key, make, net in (("model.g_optimizer", module.g_optimizer, generator),
-                           ("model.d_optimizer", module.d_optimizer, discriminator)):
-        try:
-            make(net.parameters())
+            optimizer = make_opt(getattr(module, "generator" if net == "g" else "discriminator").parameters())
+            key = f"model.{net}_scheduler"
+            scheduler = make_sched(optimizer) if make_sched else None
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{key}: {err}; fix the value of {key}.") from None
-    return datamodule, module
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise ConfigError(f"{key}: ReduceLROnPlateau needs a metric that GAN training does not have; "
+                              "use a step-based scheduler such as LinearLR or ExponentialLR.")
 
 
 def _make_logger(cfg: DictConfig, resume_id: str | None):
@@ -157,11 +186,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule, module = build(cfg)
 
+    config = OmegaConf.to_container(cfg, resolve=True)
     ckpt_path, resume_id = None, None
     if cfg.get("resume"):
         ckpt_path = resolve_resume(cfg.resume)
         checkpoint = read_checkpoint(ckpt_path)
-        check_compatible(checkpoint, module, ckpt_path)
+        check_compatible(checkpoint, module, config, ckpt_path)
         resume_id = checkpoint.get("wandb_run_id")
         log.info(f"resuming from {ckpt_path} at step {checkpoint.get('gansuite_step', '?')}")
         del checkpoint
@@ -173,41 +203,73 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             every=cfg.trainer.checkpoint_every,
             optimizer_steps_per_step=module.optimizer_steps_per_step,
         ),
-        RunInfo(OmegaConf.to_container(cfg, resolve=True)),
+        RunInfo(config),
     ]
     logger = _make_logger(cfg, resume_id)
-    trainer = L.Trainer(
-        # trainer.max_steps counts gansuite steps; Lightning counts every optimizer step.
-        max_steps=cfg.trainer.max_steps * module.optimizer_steps_per_step,
-        max_epochs=-1,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        precision=cfg.trainer.precision,
-        deterministic=cfg.trainer.deterministic,
-        log_every_n_steps=cfg.trainer.log_every_n_steps,
-        logger=logger if logger is not None else False,
-        callbacks=callbacks,
-        default_root_dir=output_dir,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    if trainer.interrupted:
-        log.warning(f"interrupted at step {module.step}; resume with resume={output_dir}")
-    return {"output_dir": output_dir, "step": module.step, "trainer": trainer, "module": module}
+    try:
+        trainer = L.Trainer(
+            # trainer.max_steps counts gansuite steps; Lightning counts every optimizer step.
+            max_steps=cfg.trainer.max_steps * module.optimizer_steps_per_step,
+            max_epochs=-1,
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            precision=cfg.trainer.precision,
+            deterministic=cfg.trainer.deterministic,
+            # Lightning counts batches here; a gansuite step is n_critic batches.
+            log_every_n_steps=cfg.trainer.log_every_n_steps * module.n_critic,
+            logger=logger if logger is not None else False,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=output_dir,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+        )
+    except (ValueError, TypeError, RuntimeError) as err:  # Lightning's MisconfigurationException is a ValueError
+        message = str(err).strip().splitlines()[0].rstrip(".")
+        raise ConfigError(f"trainer: {message}; fix trainer.accelerator, devices or precision "
+                          "(trainer=cpu runs anywhere).") from None
+    with _stop_on_ctrl_c(trainer) as stop:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if stop["requested"]:
+        log.warning(f"stopped at step {module.step}; checkpoints/last.ckpt holds it: resume with resume={output_dir}")
+    return {"output_dir": output_dir, "step": module.step, "trainer": trainer, "module": module,
+            "stopped": stop["requested"]}
+
+
+@contextmanager
+def _stop_on_ctrl_c(trainer: L.Trainer):
+    """First Ctrl-C: finish the batch in flight, save last.ckpt and stop cleanly. A second one aborts."""
+    stop = {"requested": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request_stop(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        stop["requested"] = True
+        trainer.should_stop = True
+        log.warning("Ctrl-C: stopping after this batch and saving checkpoints/last.ckpt (press again to abort)")
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     try:
-        train(cfg)
+        result = train(cfg)
     except ConfigError as err:
         print(f"gansuite-train: error: {err}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLossError as err:
         print(f"gansuite-train: stopped: {err}", file=sys.stderr)
         sys.exit(1)
+    if result["stopped"]:
+        sys.exit(130)  # the shell's code for "ended by Ctrl-C"; the run itself was saved
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ from gansuite.losses import Objective
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+_NAN_ADVICE = (
+    "training stopped and the last good checkpoint was kept: resume from it with "
+    "model.module.grad_clip=1.0, or start again with lower model.g_optimizer.lr and model.d_optimizer.lr "
+    "(a resumed run keeps the learning rates stored in its checkpoint)."
+)
 Regularizer = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
 
 
@@ -183,6 +188,9 @@ class AdversarialModule(L.LightningModule):
                     p.clamp_(-self.objective.weight_clip, self.objective.weight_clip)
         self.untoggle_optimizer(opt_d)
         self._log_terms("d", terms)
+        # Logging "step" on every batch puts every logger's x-axis on gansuite steps (W&B shows it as
+        # trainer/global_step), the unit of max_steps, checkpoint names and sample grids.
+        self.log("step", float(self.step))
 
         if not g_update_now:
             return
@@ -193,8 +201,6 @@ class AdversarialModule(L.LightningModule):
         self._update(opt_g, terms["loss"], "train/g_loss")
         self.untoggle_optimizer(opt_g)
         self._log_terms("g", terms)
-        # Logging "step" puts every logger's x-axis on gansuite steps, the unit of max_steps and of the grids.
-        self.log("step", float(self.step))
 
         if self.generator_ema is not None:
             # Ramp the decay up so short runs are not dominated by the random initial weights.
@@ -212,16 +218,15 @@ class AdversarialModule(L.LightningModule):
 
     def _update(self, optimizer, loss: Tensor, key: str) -> None:
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"{key} became {loss.item()} at step {self.step}; training stopped and the last "
-                "checkpoint was kept: lower model.g_optimizer.lr / model.d_optimizer.lr or set "
-                "model.module.grad_clip, then resume from it."
-            )
+            raise NonFiniteLossError(f"{key} became {loss.item()} at step {self.step}; {_NAN_ADVICE}")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        optimizer.step()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning calls this after un-scaling mixed-precision gradients, so the clip sees true norms.
         if self.grad_clip is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-        optimizer.step()
 
     # ----------------------------------------------------------- exact resume
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -237,6 +242,10 @@ class AdversarialModule(L.LightningModule):
             random.setstate(state["python"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A finite loss can still be followed by an overflowing update: never write such weights.
+        for name, value in checkpoint["state_dict"].items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise NonFiniteLossError(f"weights {name} became non-finite at step {self.step}; {_NAN_ADVICE}")
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
@@ -268,7 +277,7 @@ class UnconditionalGAN(AdversarialModule):
         self.latent_dim = latent_dim
 
     def make_inputs(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        return torch.randn(n, self.latent_dim, generator=generator).to(self.device, self.dtype)
 
     def generate(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         real = batch[0]

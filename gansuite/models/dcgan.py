@@ -20,7 +20,12 @@ RESOLUTIONS = {28: 7, 32: 4, 64: 4}  # resolution -> size of the first feature m
 
 def _layout(shape: tuple[int, ...], key: str) -> tuple[int, int, int]:
     """(channels, size of the first map, number of 2x up/down-sampling stages) for a sample shape."""
-    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in RESOLUTIONS:
+    if len(shape) != 3:
+        raise ConfigError(
+            f"{key}: DCGAN is convolutional and needs images but the data gives samples of shape "
+            f"{tuple(shape)}; use model=gan for 2D points."
+        )
+    if shape[1] != shape[2] or shape[1] not in RESOLUTIONS:
         raise ConfigError(
             f"{key}: DCGAN supports square images of {', '.join(map(str, RESOLUTIONS))} px but the data "
             f"gives samples of shape {tuple(shape)}; set data.resolution to one of those or use model=gan."
