@@ -182,6 +182,7 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run ``cfg`` describes; returns where its outputs went and how far it got."""
+    validate(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, module = build(cfg)

@@ -43,10 +43,20 @@ def one_line_error(stderr: str) -> str:
         ("data.resolution=48", "data.resolution"),
         ("model.discriminator.norm=group", "model.discriminator.norm"),
         ("model.g_optimizer.betas=[0.5,2.0]", "model.g_optimizer"),
+        ("model.module.ema_decay=abc", "model.module.ema_decay"),
+        ("model.module.grad_clip=-1", "model.module.grad_clip"),
+        ("seed=abc", "seed"),
+        ("trainer.log_every_n_steps=abc", "trainer.log_every_n_steps"),
+        ("trainer.deterministic=abc", "trainer.deterministic"),
+        ("trainer.accelerator=nosuchdevice", "trainer"),
+        ("trainer.precision=17", "trainer"),
+        ("loss/regularizer=r1 loss.regularizer.fn.gamma=abc", "loss.regularizer.fn"),
+        ("+model.g_scheduler={_target_:torch.optim.lr_scheduler.ReduceLROnPlateau,_partial_:true}",
+         "model.g_scheduler"),
     ],
 )
 def test_bad_value_is_one_sentence_naming_the_key(monkeypatch, capsys, tmp_path, override, names):
-    code, err = run_cli(monkeypatch, capsys, tmp_path, override)
+    code, err = run_cli(monkeypatch, capsys, tmp_path, *override.split(" "))
     assert code == 2
     assert names in one_line_error(err)
 

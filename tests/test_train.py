@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
+import os
+import signal
 
+import lightning as L
 import pytest
 import torch
 from PIL import Image
 
 from gansuite import losses
-from gansuite.errors import NonFiniteLossError
+from gansuite.errors import ConfigError, NonFiniteLossError
 from gansuite.train import build, train
 
 from .conftest import make_cfg
@@ -124,3 +128,78 @@ def test_every_sensible_combination_builds(tmp_path, model, loss, data):
     datamodule, module = build(make_cfg(tmp_path, f"model={model}", f"loss={loss}", f"data={data}"))
     z = module.make_inputs(3, torch.Generator().manual_seed(0))
     assert module.sample(z).shape == (3, *datamodule.shape)
+
+
+class InterruptAt(L.Callback):
+    """Sends this process a Ctrl-C (SIGINT) at the start of training batch ``batch``."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_saves_and_resume_from_it_is_exact(tmp_path):
+    # wgan_gp has 5 D updates per step: batch 7 is the third D update of step 2, mid-step.
+    common = ["loss=wgan_gp", "model.discriminator.norm=layer", "trainer.checkpoint_every=100"]
+    straight = train(make_cfg(tmp_path / "straight", *common, "trainer.max_steps=3"))
+    stopped = train(make_cfg(tmp_path / "first", *common, "trainer.max_steps=3",
+                             f"+callbacks.interrupt._target_={__name__}.InterruptAt", "+callbacks.interrupt.batch=7"))
+    assert stopped["stopped"] and stopped["step"] == 1
+    assert stopped["trainer"].global_step == 1 * 6 + 3  # one whole step, then three D updates
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = train(make_cfg(tmp_path / "second", *common, "trainer.max_steps=3", f"resume={tmp_path / 'first'}"))
+    a, b = _state(straight["module"]), _state(resumed["module"])
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_refuses_a_changed_schedule(tmp_path):
+    train(make_cfg(tmp_path / "first", "trainer.max_steps=2"))
+    with pytest.raises(ConfigError, match="loss.n_critic=1 but this run sets loss.n_critic=3"):
+        train(make_cfg(tmp_path / "second", "loss.n_critic=3", "trainer.max_steps=4", f"resume={tmp_path / 'first'}"))
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        train(make_cfg(tmp_path / "third", "data.batch_size=4", "trainer.max_steps=4", f"resume={tmp_path / 'first'}"))
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
+    """A finite loss followed by an update that overflows: the save refuses, the older checkpoint stays."""
+    real_step = torch.optim.Adam.step
+    calls = {"n": 0}
+
+    def overflowing_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 8:  # the G update of step 4, which is a checkpoint step (D, G, D, G, ...)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", overflowing_step)
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train(make_cfg(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2", "callbacks=none"))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["gansuite_step"] == 2
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "checkpoints" / "step_000004.ckpt").exists()
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bfloat16_runs_stay_finite(tmp_path, precision):
+    result = train(make_cfg(tmp_path, f"trainer.precision={precision}", "loss=wgan_gp",
+                            "model.discriminator.norm=layer", "trainer.max_steps=2",
+                            "callbacks.sample_grid.every_n_steps=1"))
+    metrics = result["trainer"].callback_metrics
+    assert torch.isfinite(metrics["train/d_loss"]) and torch.isfinite(metrics["train/g_loss"])
+    assert (tmp_path / "samples" / "step_000002.png").is_file()
+
+
+def test_logged_step_axis_counts_gansuite_steps(tmp_path):
+    train(make_cfg(tmp_path, "logger=csv", "loss=wgan", "trainer.max_steps=3", "trainer.log_every_n_steps=1"))
+    (metrics,) = tmp_path.glob("csv/version_*/metrics.csv")
+    with open(metrics) as f:
+        steps = [int(float(row["step"])) for row in csv.DictReader(f)]
+    assert steps == sorted(steps)
+    assert set(steps) <= {0, 1, 2, 3} and steps[-1] >= 2
