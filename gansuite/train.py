@@ -230,12 +230,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         message = str(err).strip().splitlines()[0].rstrip(".")
         raise ConfigError(f"trainer: {message}; fix trainer.accelerator, devices or precision "
                           "(trainer=cpu runs anywhere).") from None
-    with _stop_on_ctrl_c(trainer) as stop:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        with _stop_on_ctrl_c(trainer) as stop:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        _finish(logger)
     if stop["requested"]:
         log.warning(f"stopped at step {module.step}; checkpoints/last.ckpt holds it: resume with resume={output_dir}")
     return {"output_dir": output_dir, "step": module.step, "trainer": trainer, "module": module,
             "stopped": stop["requested"]}
+
+
+def _finish(logger) -> None:
+    """Close the W&B run now, so a resume or the next run in this process can open it again."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger.experiment.finish()
 
 
 @contextmanager

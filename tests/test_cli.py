@@ -19,9 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 def gansuite_train(run_dir: Path, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "", "WANDB_API_KEY": "", "HOME": str(cwd), "NETRC": str(cwd / "no-netrc")}
-    env.pop("WANDB_MODE")
-    env.pop("WANDB_API_KEY")
+    # A user's shell: no W&B key, no netrc, and none of the W&B state the test process may hold.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(cwd), NETRC=str(cwd / "no-netrc"), WANDB_DIR=str(cwd), WANDB_CONFIG_DIR=str(cwd / "wandb-config"))
     result = subprocess.run([GANSUITE_TRAIN, f"hydra.run.dir={run_dir}", *overrides], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
