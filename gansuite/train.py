@@ -235,6 +235,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         _finish(logger)
+    log.info(f"step {module.step} of {cfg.trainer.max_steps} ({trainer.global_step} optimizer steps); outputs in {output_dir}")
     if stop["requested"]:
         log.warning(f"stopped at step {module.step}; checkpoints/last.ckpt holds it: resume with resume={output_dir}")
     return {"output_dir": output_dir, "step": module.step, "trainer": trainer, "module": module,
