@@ -207,8 +207,8 @@ class AdversarialModule(L.LightningModule):
             step = self.step
             decay = min(self.ema_decay, (1 + step) / (10 + step))
             ema_update(self.generator_ema, self.generator, decay)
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+        schedulers = self.lr_schedulers() or []  # Lightning returns None, one scheduler, or a list
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
     def _log_terms(self, net: str, terms: dict[str, Tensor]) -> None:
