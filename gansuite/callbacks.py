@@ -48,10 +48,19 @@ class _PeriodicSamples(L.Callback):
 
     config_key = ""  # the entry in conf/callbacks/default.yaml, for error messages
 
+    default_num_samples = 64
+
     def __init__(
-        self, *, every_n_steps: int, num_samples: int, seed: int, ema: bool, dirpath: str | os.PathLike | None
+        self,
+        *,
+        every_n_steps: int = 500,
+        num_samples: int | None = None,
+        seed: int = 1234,
+        ema: bool = True,
+        dirpath: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        num_samples = self.default_num_samples if num_samples is None else num_samples
         if every_n_steps < 1:
             raise ConfigError(
                 f"callbacks.{self.config_key}.every_n_steps is {every_n_steps}; set it to a positive number of steps."
@@ -149,19 +158,7 @@ class SampleGrid(_PeriodicSamples):
     """
 
     config_key = "sample_grid"
-
-    def __init__(
-        self,
-        *,
-        every_n_steps: int = 500,
-        num_samples: int = 64,
-        seed: int = 1234,
-        ema: bool = True,
-        dirpath: str | os.PathLike | None = None,
-    ) -> None:
-        super().__init__(
-            every_n_steps=every_n_steps, num_samples=num_samples, seed=seed, ema=ema, dirpath=dirpath
-        )
+    default_num_samples = 64
 
     def _accepts(self, samples: torch.Tensor) -> bool:
         return samples.ndim == 4
@@ -182,19 +179,7 @@ class Scatter2D(_PeriodicSamples):
     """
 
     config_key = "scatter_2d"
-
-    def __init__(
-        self,
-        *,
-        every_n_steps: int = 500,
-        num_samples: int = 2500,
-        seed: int = 1234,
-        ema: bool = True,
-        dirpath: str | os.PathLike | None = None,
-    ) -> None:
-        super().__init__(
-            every_n_steps=every_n_steps, num_samples=num_samples, seed=seed, ema=ema, dirpath=dirpath
-        )
+    default_num_samples = 2500
 
     def _accepts(self, samples: torch.Tensor) -> bool:
         return samples.ndim == 2 and samples.shape[1] == 2
