@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from gansuite.data import denormalize
 from gansuite.errors import ConfigError
+from gansuite.metrics.modes import mode_metrics
 
 __all__ = ["GANProgressBar", "SampleGrid", "Scatter2D"]
 
@@ -174,9 +175,14 @@ class Scatter2D(_PeriodicSamples):
     """Save a scatter plot of generated 2D points over the true mode centres every N gansuite steps.
 
     The centres come from ``trainer.datamodule.means`` (K×2) with a 2σ circle from
-    ``trainer.datamodule.std``; without them the points are plotted alone. Arguments as
-    for :class:`SampleGrid`.
+    ``trainer.datamodule.std``; without them the points are plotted alone. With them, the
+    VEEGAN / PacGAN mode metrics of the same samples (:mod:`gansuite.metrics.modes`; 2,500
+    samples by default, as in the papers) go into the title and to every logger as
+    ``val/modes_2500``, ``val/high_quality_2500`` and ``val/reverse_kl_2500``; the latest
+    are kept in ``last_stats``. Arguments as for :class:`SampleGrid`.
     """
+
+    last_stats = None
 
     config_key = "scatter_2d"
     default_num_samples = 2500
@@ -212,8 +218,13 @@ class Scatter2D(_PeriodicSamples):
             ax.set_xlim(-limit, limit)
             ax.set_ylim(-limit, limit)
             outside = (samples.abs() > limit).any(dim=1).float().mean().item()
-            if outside > 0:
+            if outside >= 0.005:
                 title += f" ({outside:.0%} outside the view)"
+            stats = self.last_stats = mode_metrics(samples, means, std)
+            title += (f"\n{stats.modes}/{stats.num_modes} modes, {stats.high_quality:.1%} high quality, "
+                      f"reverse KL {stats.reverse_kl:.2f}")
+            for logger in trainer.loggers:
+                logger.log_metrics(stats.as_log(), step=step)
         ax.set_aspect("equal")
         ax.set_title(title)
         fig.savefig(path, format="png")

@@ -203,3 +203,20 @@ def test_logged_step_axis_counts_gansuite_steps(tmp_path):
         steps = [int(float(row["step"])) for row in csv.DictReader(f)]
     assert steps == sorted(steps)
     assert set(steps) <= {0, 1, 2, 3} and steps[-1] >= 2
+
+
+def test_2d_runs_log_the_mode_metrics_of_their_scatter_samples(tmp_path):
+    from gansuite.callbacks import Scatter2D
+    from gansuite.metrics.modes import mode_metrics
+
+    result = train(make_cfg(tmp_path, "model=gan", "data=ring8", "logger=csv", "trainer.max_steps=2",
+                            "callbacks.scatter_2d.every_n_steps=1"))
+    (scatter,) = [c for c in result["trainer"].callbacks if isinstance(c, Scatter2D)]
+    module, datamodule = result["module"], result["trainer"].datamodule
+    samples = module.sample(scatter.fixed_inputs(module))
+    assert scatter.last_stats == mode_metrics(samples, datamodule.means, datamodule.std)
+    (metrics,) = tmp_path.glob("csv/version_*/metrics.csv")
+    with open(metrics) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/modes_2500")]
+    assert [int(float(r["step"])) for r in rows] == [1, 2]
+    assert float(rows[-1]["val/reverse_kl_2500"]) == pytest.approx(scatter.last_stats.reverse_kl)

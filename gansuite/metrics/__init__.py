@@ -1,0 +1,1 @@
+"""Sample-quality metrics. Keys carry their sample count: ``val/modes_2500``."""
