@@ -102,6 +102,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     shape = tuple(datamodule.shape)
     generator = _build("model.generator", cfg.model.generator, shape=shape)
     discriminator = _build("model.discriminator", cfg.model.discriminator, shape=shape)
+    pack = getattr(discriminator, "pack", 1)
+    if datamodule.batch_size % pack:
+        raise ConfigError(
+            f"data.batch_size={datamodule.batch_size} does not divide into groups of model.discriminator.pack={pack}; "
+            f"set data.batch_size to a multiple of {pack}."
+        )
     regularizer = _build("loss.regularizer.fn", cfg.loss.regularizer.fn) if cfg.loss.regularizer.fn else None
     module = _build(
         "model.module",
@@ -123,8 +129,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
 
 def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...]) -> None:
     """Run every configured piece once on two samples, so a bad option fails now and names its key."""
+    n = 2 * getattr(module.discriminator, "pack", 1)  # a packing discriminator takes whole groups
     with torch.no_grad():
-        made = module.sample(module.make_inputs(2, torch.Generator().manual_seed(0)), ema=False)
+        made = module.sample(module.make_inputs(n, torch.Generator().manual_seed(0)), ema=False)
     if tuple(made.shape[1:]) != shape:
         raise ConfigError(
             f"model={cfg.model.name} makes samples of shape {tuple(made.shape[1:])} but the data gives {shape}; "

@@ -51,6 +51,8 @@ def one_line_error(stderr: str) -> str:
         ("trainer.accelerator=nosuchdevice", "trainer"),
         ("trainer.precision=17", "trainer"),
         ("loss/regularizer=r1 loss.regularizer.fn.gamma=abc", "loss.regularizer.fn"),
+        ("model=gan data=ring8 data.batch_size=10 model.discriminator.pack=4", "model.discriminator.pack"),
+        ("model=gan model.discriminator.pack=0", "model.discriminator.pack"),
         ("+model.g_scheduler={_target_:torch.optim.lr_scheduler.ReduceLROnPlateau,_partial_:true}",
          "model.g_scheduler"),
     ],

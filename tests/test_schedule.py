@@ -14,6 +14,7 @@ from gansuite.errors import NonFiniteLossError
 from gansuite.losses import Objective, bce_d, nonsaturating_g, wasserstein_d, wasserstein_g
 from gansuite.models import gan
 from gansuite.models.base import UnconditionalGAN, ema_update
+from gansuite.regularizers import GradientPenalty
 
 
 def tiny_gan(**kwargs) -> UnconditionalGAN:
@@ -175,3 +176,25 @@ def test_non_finite_loss_stops_before_the_update():
         fit(module, steps=2)
     for p, q in zip(before, module.discriminator.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_packed_discriminator_scores_groups_of_concatenated_samples():
+    torch.manual_seed(0)
+    packed = gan.Discriminator(shape=(2,), width=8, depth=1, pack=3)
+    x = torch.randn(6, 2)
+    scores = packed(x)
+    assert scores.shape == (2,)
+    # The first score depends on samples 0-2 only, in order: it is D applied to their concatenation.
+    assert_close(scores[0], packed.net(x[:3].reshape(1, 6)).squeeze(), rtol=0, atol=1e-6)
+    y = x.clone()
+    y[4] += 1.0
+    changed = packed(y)
+    assert torch.equal(changed[0], scores[0]) and not torch.equal(changed[1], scores[1])
+
+
+def test_packed_gan_trains_with_a_gradient_penalty():
+    module = tiny_gan(discriminator=gan.Discriminator(shape=(2,), width=8, depth=1, pack=4),
+                      regularizer=GradientPenalty())
+    trainer = fit(module, steps=3)
+    assert module.step == 3
+    assert torch.isfinite(trainer.callback_metrics["train/d_reg"])

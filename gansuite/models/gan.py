@@ -12,6 +12,8 @@ import math
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
+from gansuite.errors import ConfigError
+
 
 def _mlp(sizes: list[int], act: nn.Module, dropout: float = 0.0, sn: bool = False) -> list[nn.Module]:
     layers: list[nn.Module] = []
@@ -56,6 +58,8 @@ class Discriminator(nn.Module):
         depth: number of hidden layers.
         dropout: dropout after each hidden layer (the paper used 0.5 with maxout).
         spectral_norm: spectral normalization on every linear layer (Miyato et al. 2018).
+        pack: PacGAN packing (Lin et al. 2018): D judges ``pack`` samples concatenated, returning
+            one score per group of ``pack`` consecutive samples; the batch size must divide by it.
     """
 
     def __init__(
@@ -66,14 +70,17 @@ class Discriminator(nn.Module):
         depth: int = 3,
         dropout: float = 0.0,
         spectral_norm: bool = False,
+        pack: int = 1,
     ) -> None:
         super().__init__()
+        if not isinstance(pack, int) or pack < 1:
+            raise ConfigError(f"model.discriminator.pack must be a positive integer (got {pack!r}); use 1 for no packing.")
+        self.pack = pack
         head = nn.Linear(width, 1)
         self.net = nn.Sequential(
-            nn.Flatten(),
-            *_mlp([math.prod(shape)] + [width] * depth, nn.LeakyReLU(0.2), dropout, spectral_norm),
+            *_mlp([math.prod(shape) * pack] + [width] * depth, nn.LeakyReLU(0.2), dropout, spectral_norm),
             _sn(head) if spectral_norm else head,
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(1)
+        return self.net(x.reshape(x.shape[0] // self.pack, -1)).squeeze(1)
