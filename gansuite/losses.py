@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gansuite.errors import ConfigError
+
 DLoss = Callable[[Tensor, Tensor], Tensor]
 GLoss = Callable[[Tensor], Tensor]
 
@@ -35,8 +37,6 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.weight_clip is not None and self.weight_clip <= 0:
-            from gansuite.errors import ConfigError
-
             raise ConfigError(
                 f"loss.objective.weight_clip must be positive (got {self.weight_clip}); "
                 "use a value like 0.01 or null to turn clipping off."

@@ -48,9 +48,7 @@ Regularizer = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """Move ``ema``'s parameters towards ``model``'s; copy buffers (batch-norm statistics) as they are."""
-    ema_params = [p for p in ema.parameters()]
-    params = [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 
