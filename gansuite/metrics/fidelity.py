@@ -1,0 +1,352 @@
+"""FID, Inception Score, KID and precision/recall from features, with torch-fidelity's implementations.
+
+Every number here is computed from two sets of features: those of generated images and those of
+a real reference set. Features come from a *feature extractor*: the Inception-v3 network that
+torch-fidelity ports bit-exactly from the TensorFlow original (what papers report), or a small
+domain classifier trained on the dataset's own labels (:mod:`gansuite.metrics.classifier`),
+which gives a meaningful FID on MNIST-like data without any download.
+
+The protocol that produced a number (implementation, extractor and a hash of its weights,
+resize, sample counts, reference split and a hash of its statistics) travels with it as a
+plain dict; :func:`protocol_differences` says what differs between two of them.
+
+Images enter as floats in [-1, 1] (the data modules' range) and are first quantized to
+8 bits exactly as saving a PNG would (:func:`quantize`), so the features of a checkpoint's
+samples and of the same samples written to a folder are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gansuite.errors import ConfigError
+
+INCEPTION = "inception-v3-compat"
+# The one file the Inception extractor needs; torch-fidelity downloads it into torch hub's cache.
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+
+# torch-fidelity's defaults, written out so that they are recorded in the protocol.
+ISC_SPLITS = 10
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+PRC_NEIGHBORHOOD = 3
+
+METRICS = ("fid", "is", "kid", "prc")
+
+
+class MissingWeightsError(ConfigError):
+    """Feature-extractor weights are needed and cannot be had (no file, no cache, no download)."""
+
+
+def count_tag(n: int) -> str:
+    """How a sample count appears in a metric key: 10000 -> '10k', 2500 -> '2500'."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def quantize(x: Tensor) -> Tensor:
+    """Floats in [-1, 1] to uint8 in [0, 255], rounding as an image file would store them."""
+    return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tensor_sha256(*tensors: Tensor | np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for t in tensors:
+        a = t.detach().cpu().contiguous().numpy() if isinstance(t, Tensor) else np.ascontiguousarray(t)
+        digest.update(str(a.dtype).encode() + str(a.shape).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- extractors
+class FeatureExtractor(Protocol):
+    """Maps images (floats in [-1, 1], N×C×H×W) to ``{"features": N×D, "logits": N×K}``."""
+
+    name: str
+    weights_sha256: str
+    resize: str
+    feature_layer: str
+    logits_layer: str
+
+    def __call__(self, images: Tensor) -> dict[str, Tensor]: ...
+
+
+def inception_cache_path() -> Path:
+    """Where torch-fidelity (through torch.hub) looks for the Inception weights: $TORCH_HOME/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def fetch_inception_weights(dest: Path | None = None, progress: bool = True) -> Path:
+    """Download the Inception weights into ``dest`` (default: torch hub's cache); return the file."""
+    dest = Path(dest) if dest is not None else inception_cache_path()
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # Writes to a temporary file and renames it, so an interrupted download leaves nothing behind.
+        torch.hub.download_url_to_file(INCEPTION_URL, str(dest), progress=progress)
+    except Exception as err:
+        raise MissingWeightsError(
+            f"eval: could not download the Inception weights from {INCEPTION_URL} ({type(err).__name__}); "
+            f"run `gansuite-fetch-weights` on a machine with network and copy {dest.name} to {dest.parent}, "
+            "or pass eval.inception_weights=/path/to/it."
+        ) from None
+    return dest
+
+
+def resolve_inception_weights(weights: str | os.PathLike | None, *, download: bool) -> Path:
+    """The Inception weights file: ``weights`` if given, else torch hub's cache, else a download if allowed."""
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"eval.inception_weights: {path} does not exist; pass the path of {INCEPTION_FILE} "
+                "(`gansuite-fetch-weights --dest DIR` downloads it on a machine with network)."
+            )
+        return path
+    cached = inception_cache_path()
+    if cached.is_file():
+        return cached
+    if not download:
+        raise MissingWeightsError(
+            f"eval: the Inception weights are not in {cached.parent} and eval.download=false; run "
+            "`gansuite-fetch-weights` on a machine with network (it fills that cache), "
+            f"or pass eval.inception_weights=/path/to/{INCEPTION_FILE}."
+        )
+    return fetch_inception_weights(cached)
+
+
+class InceptionExtractor(nn.Module):
+    """torch-fidelity's Inception-v3 (the TF-compatible port): 2048-d pool features and 1008 logits.
+
+    Args:
+        weights: the weights file (see :func:`resolve_inception_weights`).
+    """
+
+    name = INCEPTION
+    resize = "torch-fidelity TF1-compatible bilinear resize of uint8 images to 299x299"
+    feature_layer = "2048"
+    logits_layer = "logits_unbiased"
+
+    def __init__(self, weights: str | os.PathLike) -> None:
+        super().__init__()
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.weights_sha256 = file_sha256(weights)
+        try:
+            self.net = FeatureExtractorInceptionV3(
+                INCEPTION, [self.feature_layer, self.logits_layer], feature_extractor_weights_path=str(weights)
+            )
+        except Exception as err:
+            raise MissingWeightsError(
+                f"eval.inception_weights: {weights} is not a weights file for torch-fidelity's Inception-v3 "
+                f"({type(err).__name__}); pass {INCEPTION_FILE} as fetched by `gansuite-fetch-weights`."
+            ) from None
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        x = quantize(images)
+        if x.shape[1] == 1:  # grayscale: the same plane in R, G and B
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[1] != 3:
+            raise ConfigError(f"eval: Inception takes 1- or 3-channel images, not {x.shape[1]}; use eval.extractor=classifier.")
+        features, logits = self.net(x)
+        return {"features": features.float(), "logits": logits.float()}
+
+
+class ClassifierExtractor(nn.Module):
+    """A domain classifier's penultimate features and logits, at the data's own resolution.
+
+    Args:
+        classifier: a trained :class:`gansuite.metrics.classifier.DomainClassifier`.
+        dataset: what it was trained on (its cache name), part of the extractor's name.
+        weights_sha256: hash of its cached weights file.
+    """
+
+    resize = "none (native resolution)"
+    feature_layer = "penultimate"
+    logits_layer = "logits"
+
+    def __init__(self, classifier: nn.Module, *, dataset: str, weights_sha256: str) -> None:
+        super().__init__()
+        self.classifier = classifier.eval()
+        self.name = f"classifier:{dataset}"
+        self.weights_sha256 = weights_sha256
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        x = quantize(images).float() / 127.5 - 1  # the same 8-bit values a saved image would give
+        features, logits = self.classifier.features_and_logits(x)
+        return {"features": features.float(), "logits": logits.float()}
+
+
+def extract(extractor: Callable[[Tensor], dict[str, Tensor]], batches, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """Run ``extractor`` over an iterable of image batches; concatenated features and logits on the CPU."""
+    parts: dict[str, list[Tensor]] = {}
+    for images in batches:
+        for key, value in extractor(images.to(device)).items():
+            parts.setdefault(key, []).append(value.cpu())
+    if not parts:
+        raise ValueError("extract: no images")
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+# ----------------------------------------------------------------------------- metrics
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½): torch-fidelity's implementation (eigenvalues of Σ1 Σ2)."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    as64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    stats1 = {"mu": as64(mu1), "sigma": as64(sigma1)}
+    stats2 = {"mu": as64(mu2), "sigma": as64(sigma2)}
+    return float(fid_statistics_to_metric(stats1, stats2, verbose=False)[KEY_METRIC_FID])
+
+
+def gaussian_stats(features: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (unbiased, as torch-fidelity and the TTUR reference compute them), float64."""
+    f = features.double().cpu().numpy()
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def compute_metrics(
+    generated: dict[str, Tensor], reference: Reference, metrics: tuple[str, ...] | list[str], *, seed: int = 0
+) -> dict[str, float]:
+    """The requested metrics of generated features against a reference set, keyed by short name.
+
+    Names: ``fid``; ``is`` and ``is_std`` (over 10 splits); ``kid`` and ``kid_std`` (100 subsets of
+    up to 1,000); ``precision``, ``recall`` (k = 3 nearest neighbours, Kynkäänniemi et al. 2019).
+    """
+    out: dict[str, float] = {}
+    feats = generated["features"]
+    if "fid" in metrics:
+        mu, sigma = gaussian_stats(feats)
+        out["fid"] = frechet_distance(mu, sigma, reference.mu, reference.sigma)
+    if "is" in metrics:
+        from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+
+        splits = min(ISC_SPLITS, len(feats))
+        isc = isc_features_to_metric(generated["logits"], splits=splits, shuffle=True, rng_seed=seed)
+        out["is"], out["is_std"] = isc[KEY_METRIC_ISC_MEAN], isc[KEY_METRIC_ISC_STD]
+    if "kid" in metrics:
+        from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+        kid = kid_features_to_metric(feats, reference.features, kid_subsets=KID_SUBSETS, verbose=False,
+                                     kid_subset_size=kid_subset_size(len(feats), len(reference.features)),
+                                     rng_seed=seed)
+        out["kid"], out["kid_std"] = kid[KEY_METRIC_KID_MEAN], kid[KEY_METRIC_KID_STD]
+    if "prc" in metrics:
+        from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
+        prc = prc_features_to_metric(feats, reference.features, prc_neighborhood=PRC_NEIGHBORHOOD,
+                                     prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+        out["precision"], out["recall"] = prc[KEY_METRIC_PRECISION], prc[KEY_METRIC_RECALL]
+    return out
+
+
+def kid_subset_size(n_generated: int, n_real: int) -> int:
+    return min(KID_SUBSET_SIZE, n_generated, n_real)
+
+
+# ----------------------------------------------------------------------------- reference statistics
+@dataclass
+class Reference:
+    """Features of a real reference set and their Gaussian statistics, with what produced them."""
+
+    key: dict[str, Any]
+    features: Tensor
+    logits: Tensor
+    labels: Tensor | None
+    mu: np.ndarray = field(repr=False)
+    sigma: np.ndarray = field(repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the statistics and features: two references with equal hashes give equal metrics."""
+        return tensor_sha256(self.mu, self.sigma, self.features)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.features)
+
+
+def reference_cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(cache_dir) / "reference" / f"{name}.pt"
+
+
+def load_or_compute_reference(
+    key: dict[str, Any],
+    compute: Callable[[], tuple[dict[str, Tensor], Tensor | None]],
+    cache_dir: Path | None,
+    log: Callable[[str], None] = print,
+) -> Reference:
+    """Reference features for ``key`` (dataset, split, resolution, count, extractor and its weights hash).
+
+    Computed by ``compute() -> (features dict, labels or None)`` once, then read from
+    ``cache_dir/reference/<hash of key>.pt``; any change in the key is a different file.
+    """
+    path = reference_cache_file(cache_dir, key) if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if stored["key"] == json.loads(json.dumps(key)):
+                return _reference(key, stored["features"], stored["logits"], stored.get("labels"))
+            log(f"eval: {path} belongs to another reference; recomputing it")
+        except Exception as err:
+            log(f"eval: {path} is unreadable ({type(err).__name__}); recomputing it")
+    log(f"eval: computing reference features for {key['dataset']} ({key['split']}, {key['num_samples']} images, "
+        f"{key['extractor']})")
+    feats, labels = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save({"key": key, "features": feats["features"], "logits": feats["logits"], "labels": labels}, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return _reference(key, feats["features"], feats["logits"], labels)
+
+
+def _reference(key: dict[str, Any], features: Tensor, logits: Tensor, labels: Tensor | None) -> Reference:
+    mu, sigma = gaussian_stats(features)
+    return Reference(key=dict(key), features=features, logits=logits, labels=labels, mu=mu, sigma=sigma)
+
+
+# ----------------------------------------------------------------------------- protocol
+def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two protocols (empty when the numbers are comparable)."""
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in _IGNORED:
+            continue
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diffs += [f"{key}.{d}" for d in protocol_differences(va, vb)]
+        elif va != vb:
+            diffs.append(f"{key}: {va!r} vs {vb!r}")
+    return diffs
+
+
+# Recorded for the reader, but not part of what makes two numbers comparable.
+_IGNORED = {"seed", "classifier_path", "gansuite_version"}
