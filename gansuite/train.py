@@ -165,6 +165,33 @@ def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...])
                               "use a step-based scheduler such as LinearLR or ExponentialLR.")
 
 
+EVAL_OPTIONS = ("extractor", "metrics", "num_samples", "num_real", "reference_split", "batch_size", "seed",
+                "inception_weights", "download", "cache_dir")
+
+
+def make_evaluator(cfg: DictConfig, datamodule: L.LightningDataModule, device: str | None = None):
+    """The evaluation ``cfg.eval`` describes for this data (None when off or not applicable).
+
+    Trains or loads the domain classifier and computes or loads the reference features now,
+    so missing weights fail before training starts. The global RNG is left untouched, so a
+    run is the same whether those were cached or not.
+    """
+    node = cfg.get("eval")
+    if not node or "extractor" not in node:
+        return None
+    from gansuite.evaluation import make_evaluator as _make
+
+    options = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(options.get("metrics"), list):
+        raise ConfigError(f"eval.metrics: {options.get('metrics')!r} is not a list; write eval.metrics=[fid,kid].")
+    if device is None:
+        on_gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+        device = "cuda" if on_gpu else "cpu"
+    cuda = [torch.cuda.current_device()] if device == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        return _make(datamodule, **{k: options[k] for k in EVAL_OPTIONS}, device=device, log=log.info)
+
+
 def _make_logger(cfg: DictConfig, resume_id: str | None):
     """The configured logger, or None. W&B never prompts or hangs: without a key or network it runs offline."""
     if cfg.get("logger") is None or "_target_" not in cfg.logger:
@@ -205,6 +232,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         del checkpoint
 
     callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node]
+    evaluator = make_evaluator(cfg, datamodule)
+    if evaluator is not None:
+        from gansuite.evaluation import EvalCallback
+
+        callbacks.append(EvalCallback(evaluator, every_n_steps=cfg.eval.every_n_steps, keep_best=cfg.eval.keep_best))
     callbacks += [
         StepCheckpoint(
             dirpath=output_dir / "checkpoints",

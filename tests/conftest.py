@@ -21,6 +21,7 @@ TINY = [
     "logger=none",
     "model.latent_dim=8",
     "data.batch_size=8",
+    "eval=none",
 ]
 TINY_WIDTH = {
     "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
@@ -34,7 +35,9 @@ def make_cfg(tmp_path: Path, *overrides: str, tiny: bool = True) -> DictConfig:
     overrides = list(overrides)
     if tiny:
         model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "dcgan")
-        overrides = TINY + TINY_WIDTH.get(model, []) + overrides
+        groups = {o.split("=", 1)[0] for o in overrides if "=" in o and "." not in o.split("=", 1)[0]}
+        tiny = [o for o in TINY if o.split("=", 1)[0] not in groups]
+        overrides = tiny + TINY_WIDTH.get(model, []) + overrides
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
@@ -42,9 +45,39 @@ def make_cfg(tmp_path: Path, *overrides: str, tiny: bool = True) -> DictConfig:
     return cfg
 
 
+def write_random_inception_weights(path: Path) -> None:
+    """Randomly initialised weights of the architecture torch-fidelity expects: no download, ever."""
+    from unittest import mock
+
+    import torch
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    with mock.patch.object(tfi, "load_state_dict_from_url", lambda *a, **k: None), \
+            mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None):
+        torch.manual_seed(0)
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(net.state_dict(), path)
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory) -> Path:
+    from gansuite.metrics.fidelity import INCEPTION_FILE
+
+    path = tmp_path_factory.mktemp("inception") / INCEPTION_FILE
+    write_random_inception_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gansuite_cache(tmp_path_factory) -> Path:
+    """One evaluation cache (domain classifiers, reference features) shared by the whole session."""
+    return tmp_path_factory.mktemp("gansuite-cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    """No test may reach the network or a real W&B account."""
+def _offline(monkeypatch, tmp_path, gansuite_cache):
+    """No test may reach the network or a real W&B account, or touch the user's caches."""
+    monkeypatch.setenv("GANSUITE_CACHE", str(gansuite_cache))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -35,6 +36,10 @@ def test_default_command_offline_wandb_and_resume_into_the_same_run(tmp_path):
     assert (result.stdout + result.stderr).count("logging offline") == 1
     assert sorted(p.name for p in (first / "samples").glob("*.png")) == ["step_000050.png", "step_000100.png"]
     assert (first / "checkpoints" / "step_000100.ckpt").is_file()
+    # The default evaluation: the offline MNIST's domain classifier at the end of the run.
+    evaluation = json.loads((first / "checkpoints" / "eval_step_000100.json").read_text())
+    assert evaluation["protocol"]["feature_extractor"] == "classifier:mnist_offline-28px"
+    assert {"fid_clf_10k", "classes_covered_clf_10k"} <= set(evaluation["values"])
     runs = list((first / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     run_id = read_checkpoint(first / "checkpoints" / "last.ckpt")["wandb_run_id"]

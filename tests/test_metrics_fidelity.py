@@ -26,24 +26,6 @@ from gansuite.metrics.fidelity import (
 )
 
 
-def write_random_inception_weights(path) -> None:
-    """Randomly initialised weights with the architecture torch-fidelity expects: no download, ever."""
-    from torch_fidelity import feature_extractor_inceptionv3 as tfi
-
-    with mock.patch.object(tfi, "load_state_dict_from_url", lambda *a, **k: None), \
-            mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None):
-        torch.manual_seed(0)
-        net = tfi.FeatureExtractorInceptionV3(fidelity.INCEPTION, ["2048"])
-    torch.save(net.state_dict(), path)
-
-
-@pytest.fixture(scope="session")
-def inception_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inception") / fidelity.INCEPTION_FILE
-    write_random_inception_weights(path)
-    return path
-
-
 def _reference(features: torch.Tensor, labels=None) -> Reference:
     mu, sigma = gaussian_stats(features)
     key = {"dataset": "test", "split": "train", "num_samples": len(features), "extractor": "x"}

@@ -1,0 +1,457 @@
+"""Evaluate a generator: the metrics of :mod:`gansuite.metrics`, with their protocol, during and after training.
+
+:class:`Evaluator` owns everything that fixes a number — extractor, reference features,
+sample count, seed, batch size — so the training callback (:class:`EvalCallback`) and
+``gansuite-eval`` produce the same value for the same generator. Metric keys carry the
+sample count and, for the domain classifier's feature space, a ``_clf`` tag:
+``fid_10k`` (Inception) vs ``fid_clf_10k`` (classifier).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+import gansuite
+from gansuite.errors import ConfigError
+from gansuite.metrics import fidelity
+from gansuite.metrics.fidelity import count_tag
+
+# Which way is better, per short metric name.
+HIGHER_IS_BETTER = {"is", "precision", "recall", "cond_acc", "classes_covered", "stacked_modes"}
+LOWER_IS_BETTER = {"fid", "kid", "class_kl", "stacked_kl"}
+
+
+@dataclass
+class EvalResult:
+    """Metric values (``{"fid_clf_10k": 3.2, ...}``) with the protocol that produced them."""
+
+    values: dict[str, float]
+    protocol: dict[str, Any]
+    step: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "values": self.values, "protocol": self.protocol, **self.extra}
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a temporary file renamed into place, never a half-written JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def read_json(cls, path: str | os.PathLike) -> EvalResult:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(values=dict(data["values"]), protocol=dict(data["protocol"]), step=data.get("step"))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{path} is not a gansuite-eval result ({type(err).__name__}); pass a JSON written by "
+                              "gansuite-eval or by the training run's evaluation.") from None
+
+    def table(self) -> str:
+        width = max((len(k) for k in self.values), default=6)
+        lines = [f"{'metric':<{width}}  value"]
+        lines += [f"{key:<{width}}  {_fmt(value)}" for key, value in self.values.items()]
+        return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def short_name(key: str) -> str:
+    """``fid_clf_10k`` -> ``fid``; ``kid_std_10k`` -> ``kid_std``."""
+    parts = key.split("_")[:-1]  # drop the count
+    if parts and parts[-1] == "clf":
+        parts = parts[:-1]
+    return "_".join(parts)
+
+
+def is_better(key: str, new: float, old: float | None) -> bool:
+    if old is None or (isinstance(old, float) and math.isnan(old)):
+        return not math.isnan(new)
+    return new > old if short_name(key) in HIGHER_IS_BETTER else new < old
+
+
+class Evaluator:
+    """Generates ``num_samples`` images from fixed seeded inputs and measures them.
+
+    Args:
+        extractor: feature extractor for FID / IS / KID / precision-recall, or None.
+        reference: real features from the same extractor (needed with ``extractor``).
+        metrics: which of ``fid``, ``is``, ``kid``, ``prc`` to compute with ``extractor``.
+        num_samples: generated images per evaluation (in every key: ``fid_10k``).
+        batch_size: images generated and embedded at once; part of the protocol, since it
+            decides how the seeded inputs are drawn.
+        seed: seeds the generator inputs (a private RNG: training's RNG is untouched).
+        classifier: a domain classifier for class coverage and conditional accuracy (its
+            logits are ``extractor``'s when that is the classifier), or for Stacked MNIST modes.
+        stacked: the data is Stacked MNIST: report modes and KL over its 1,000 modes.
+        protocol: recorded facts about the reference and extractor (dataset, split, hashes).
+    """
+
+    def __init__(
+        self,
+        *,
+        extractor: Callable[[Tensor], dict[str, Tensor]] | None,
+        reference: fidelity.Reference | None,
+        metrics: Iterable[str] = fidelity.METRICS,
+        num_samples: int = 10000,
+        batch_size: int = 250,
+        seed: int = 0,
+        classifier: torch.nn.Module | None = None,
+        num_classes: int | None = None,
+        stacked: bool = False,
+        protocol: dict[str, Any] | None = None,
+    ) -> None:
+        self.metrics = tuple(metrics) if extractor is not None else ()
+        unknown = sorted(set(self.metrics) - set(fidelity.METRICS))
+        if unknown:
+            raise ConfigError(f"eval.metrics: {unknown[0]!r} is not a metric; use some of {', '.join(fidelity.METRICS)}.")
+        if not isinstance(num_samples, int) or num_samples < 2:
+            raise ConfigError(f"eval.num_samples: {num_samples!r} is too small; set eval.num_samples=10000 or similar.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"eval.batch_size: {batch_size!r} is not a positive integer; set eval.batch_size=250.")
+        if extractor is not None and reference is None:
+            raise ValueError("Evaluator: an extractor needs reference features")
+        self.extractor, self.reference = extractor, reference
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.classifier, self.num_classes, self.stacked = classifier, num_classes, stacked
+        self.tag = "_clf" if extractor is not None and getattr(extractor, "name", "").startswith("classifier:") else ""
+        self.protocol = self._protocol(protocol or {})
+
+    # ------------------------------------------------------------------ names
+    def key(self, name: str) -> str:
+        tag = self.tag if name in {"fid", "is", "is_std", "kid", "kid_std", "precision", "recall",
+                                   "classes_covered", "class_kl", "cond_acc"} else ""
+        return f"{name}{tag}_{count_tag(self.num_samples)}"
+
+    def main_key(self, name: str) -> str:
+        """The key a short name (``fid``, ``is``, ...) is logged under; for ``eval.keep_best``."""
+        names = self._names()
+        if name not in names:
+            raise ConfigError(f"eval.keep_best: {name!r} is not computed by this evaluation (it computes "
+                              f"{', '.join(names) or 'nothing'}); pick one of those or set eval.keep_best=null.")
+        return self.key(name)
+
+    def _names(self) -> list[str]:
+        names = []
+        for m in self.metrics:
+            names += {"fid": ["fid"], "is": ["is", "is_std"], "kid": ["kid", "kid_std"],
+                      "prc": ["precision", "recall"]}[m]
+        if self.tag and self.reference is not None and self.reference.labels is not None:
+            names += ["classes_covered", "class_kl"]
+        if self.stacked:
+            names += ["stacked_modes", "stacked_kl"]
+        return names
+
+    def _protocol(self, extra: dict[str, Any]) -> dict[str, Any]:
+        from importlib.metadata import version
+
+        p: dict[str, Any] = {
+            "implementation": f"torch-fidelity {version('torch-fidelity')}",
+            "gansuite_version": gansuite.__version__,
+            "num_generated": self.num_samples,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "quantization": "uint8: round((x + 1) * 127.5), as an 8-bit image file stores it",
+        }
+        if self.extractor is not None:
+            ref = self.reference
+            p.update({
+                "feature_extractor": self.extractor.name,
+                "feature_extractor_sha256": self.extractor.weights_sha256,
+                "feature_layer": self.extractor.feature_layer,
+                "logits_layer": self.extractor.logits_layer,
+                "resize": self.extractor.resize,
+                "num_real": ref.num_samples,
+                "reference": {"dataset": ref.key["dataset"], "split": ref.key["split"], "sha256": ref.sha256},
+                "isc_splits": fidelity.ISC_SPLITS,
+                "kid_subsets": fidelity.KID_SUBSETS,
+                "kid_subset_size": fidelity.kid_subset_size(self.num_samples, ref.num_samples),
+                "prc_neighborhood": fidelity.PRC_NEIGHBORHOOD,
+            })
+        p.update(extra)
+        return p
+
+    # ------------------------------------------------------------ generation
+    def inputs(self, module: L.LightningModule) -> Iterator[Any]:
+        """The generator inputs, batch by batch: the same for every run with this seed and batch size."""
+        rng = torch.Generator().manual_seed(self.seed)
+        for start in range(0, self.num_samples, self.batch_size):
+            yield module.make_inputs(min(self.batch_size, self.num_samples - start), rng)
+
+    @torch.no_grad()
+    def evaluate(self, module: L.LightningModule, step: int | None = None, ema: bool = True) -> EvalResult:
+        """Metrics of ``module``'s (EMA) generator; the global RNG is left as it was."""
+        requested: list[Tensor] = []
+
+        def images() -> Iterator[Tensor]:
+            for inputs in self.inputs(module):
+                labels = _labels_of(inputs)
+                if labels is not None:
+                    requested.append(labels.cpu())
+                yield module.sample(inputs, ema=ema).float()
+
+        with torch.random.fork_rng(devices=[]):
+            result = self._measure(images(), requested=requested)
+        result.step = step
+        return result
+
+    @torch.no_grad()
+    def evaluate_images(self, batches: Iterable[Tensor]) -> EvalResult:
+        """Metrics of given images (floats in [-1, 1]), e.g. a folder; exactly ``num_samples`` are used."""
+        return self._measure(_take(batches, self.num_samples), requested=[])
+
+    def to(self, device: torch.device | str) -> Evaluator:
+        """Move the extractor and classifier (e.g. to the training device)."""
+        for net in (self.extractor, self.classifier):
+            if net is not None:
+                net.to(device)
+        return self
+
+    def _measure(self, images: Iterable[Tensor], requested: list[Tensor]) -> EvalResult:
+        parts: dict[str, list[Tensor]] = {}
+        stacked_parts: list[Tensor] = []
+        n = 0
+        for x in images:
+            n += len(x)
+            if not torch.isfinite(x).all():
+                raise ValueError("Evaluator: the generator produced non-finite samples")
+            if self.extractor is not None:
+                for key, value in self.extractor(x.to(_device_of(self.extractor))).items():
+                    parts.setdefault(key, []).append(value.cpu())
+            if self.stacked:
+                stacked_parts.append(fidelity.quantize(x).cpu())
+        if n != self.num_samples:
+            raise ConfigError(f"eval.num_samples is {self.num_samples} but only {n} images were given; "
+                              f"provide at least {self.num_samples} images or lower eval.num_samples.")
+        values: dict[str, float] = {}
+        if self.extractor is not None:
+            feats = {key: torch.cat(v) for key, v in parts.items()}
+            for name, value in fidelity.compute_metrics(feats, self.reference, self.metrics, seed=self.seed).items():
+                values[self.key(name)] = value
+            if self.tag and self.reference.labels is not None:
+                from gansuite.metrics.classifier import class_coverage, conditional_accuracy
+
+                pred = feats["logits"].argmax(dim=1)
+                cov = class_coverage(pred, self.num_classes, self.reference.labels)
+                values[self.key("classes_covered")] = float(cov["classes_covered"])
+                values[self.key("class_kl")] = float(cov["class_kl"])
+                if requested:
+                    values[self.key("cond_acc")] = float(conditional_accuracy(pred, torch.cat(requested)))
+        if self.stacked:
+            from gansuite.metrics.classifier import stacked_mnist_modes
+
+            images_u8 = torch.cat(stacked_parts)
+            x = images_u8.float().div(127.5).sub(1).to(_device_of(self.classifier))
+            stats = stacked_mnist_modes(self.classifier, x)
+            values[self.key("stacked_modes")] = float(stats["modes"])
+            values[self.key("stacked_kl")] = float(stats["kl"])
+        return EvalResult(values=values, protocol=self.protocol)
+
+
+def _device_of(net: torch.nn.Module) -> torch.device:
+    return next(iter(net.parameters()), torch.empty(0)).device
+
+
+def _labels_of(inputs: Any) -> Tensor | None:
+    """Requested class labels when a conditional family's inputs are ``(z, labels)``."""
+    if isinstance(inputs, (tuple, list)) and len(inputs) >= 2 and isinstance(inputs[1], Tensor):
+        if not inputs[1].is_floating_point() and inputs[1].ndim == 1:
+            return inputs[1]
+    return None
+
+
+def _take(batches: Iterable[Tensor], n: int) -> Iterator[Tensor]:
+    left = n
+    for x in batches:
+        if left <= 0:
+            return
+        x = x[:left]
+        left -= len(x)
+        yield x
+
+
+# ----------------------------------------------------------------------------- construction
+def make_evaluator(
+    datamodule: Any,
+    *,
+    extractor: str = "auto",
+    metrics: Iterable[str] = fidelity.METRICS,
+    num_samples: int = 10000,
+    num_real: int | None = None,
+    reference_split: str = "train",
+    batch_size: int = 250,
+    seed: int = 0,
+    inception_weights: str | None = None,
+    download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    log: Callable[[str], None] = print,
+) -> Evaluator | None:
+    """The evaluation a data module calls for, with its reference features ready (cached on disk).
+
+    ``extractor="auto"`` picks the domain classifier for 1-channel labelled images (MNIST
+    variants), the Stacked MNIST mode count for Stacked MNIST, Inception for other images,
+    and nothing for 2D points (their mode metrics come from the scatter callback).
+    Fails here, before any training, when weights are needed and cannot be had.
+    """
+    from gansuite.data import StackedMNIST
+
+    if extractor not in ("auto", "inception", "classifier"):
+        raise ConfigError(f"eval.extractor: {extractor!r} is unknown; use auto, inception or classifier.")
+    if reference_split not in ("train", "heldout"):
+        raise ConfigError(f"eval.reference_split: {reference_split!r} is unknown; use train or heldout.")
+    if num_real is not None and (not isinstance(num_real, int) or num_real < 2):
+        raise ConfigError(f"eval.num_real: {num_real!r} is too small; set it to null (the whole split) or >= 2.")
+    shape = tuple(datamodule.shape)
+    if len(shape) != 3:
+        return None
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+    stacked = isinstance(datamodule, StackedMNIST)
+    if extractor == "auto":
+        extractor = "none" if stacked else ("classifier" if shape[0] == 1 and datamodule.num_classes else "inception")
+
+    classifier, protocol = None, {}
+    if extractor == "classifier" or stacked:
+        from gansuite.metrics.classifier import classifier_for
+
+        found = classifier_for(datamodule, cache_dir, log=log, device=device)
+        if found is None:
+            raise ConfigError(f"eval.extractor=classifier needs labelled data, and {datamodule.name} has no labels; "
+                              "use eval.extractor=inception.")
+        classifier, info = found
+        classifier = classifier.to(device).eval()
+        protocol.update({"classifier_dataset": info.dataset, "classifier_heldout_accuracy": info.heldout_accuracy,
+                         "classifier_sha256": info.sha256, "classifier_path": str(info.path)})
+
+    ext = None
+    if extractor == "classifier" and not stacked:
+        ext = fidelity.ClassifierExtractor(classifier, dataset=info.dataset, weights_sha256=info.sha256).to(device)
+    elif extractor == "inception":
+        weights = fidelity.resolve_inception_weights(inception_weights, download=download)
+        ext = fidelity.InceptionExtractor(weights).to(device)
+
+    reference = None
+    if ext is not None:
+        split = datamodule.train_split if reference_split == "train" else datamodule.heldout
+        key = {"dataset": datamodule.name, "split": reference_split, "num_samples": num_real or "all",
+               "extractor": ext.name, "extractor_sha256": ext.weights_sha256, "resize": ext.resize}
+
+        def compute() -> tuple[dict[str, Tensor], Tensor]:
+            x, y = split(num_real)
+            if len(x) < 2:
+                raise ConfigError(f"eval.reference_split={reference_split} holds {len(x)} images; "
+                                  "use eval.reference_split=train.")
+            feats = fidelity.extract(ext, x.split(batch_size), device=device)
+            return feats, y
+
+        reference = fidelity.load_or_compute_reference(key, compute, cache_dir, log=log)
+    return Evaluator(extractor=ext, reference=reference, metrics=metrics, num_samples=num_samples,
+                     batch_size=batch_size, seed=seed, classifier=classifier, num_classes=datamodule.num_classes,
+                     stacked=stacked, protocol=protocol)
+
+
+# ----------------------------------------------------------------------------- callback
+class EvalCallback(L.Callback):
+    """Evaluate the EMA generator every N gansuite steps and at the end; log, record, keep the best.
+
+    Logs ``val/<key>`` (e.g. ``val/fid_clf_10k``) and ``best/<key>`` with ``best/<key>_step``
+    (so a W&B summary holds the best value), writes ``checkpoints/eval_step_XXXXXX.json`` with
+    the protocol, and with ``keep_best`` saves ``checkpoints/best.ckpt`` (and ``best.json``)
+    whenever that metric improves. The best values survive a resume.
+
+    Args:
+        evaluator: what to measure (see :func:`make_evaluator`).
+        every_n_steps: gansuite steps between evaluations.
+        keep_best: short metric name (``fid``, ``is``, ...) whose best checkpoint is kept, or None.
+        dirpath: where the JSON files and best.ckpt go (default: the run's checkpoints/).
+    """
+
+    def __init__(self, evaluator: Evaluator, *, every_n_steps: int = 1000, keep_best: str | None = "fid",
+                 dirpath: str | os.PathLike | None = None) -> None:
+        if not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ConfigError(f"eval.every_n_steps: {every_n_steps!r} is not a positive integer; set eval.every_n_steps=1000.")
+        self.evaluator = evaluator
+        self.every_n_steps = every_n_steps
+        self.monitor = evaluator.main_key(keep_best) if keep_best else None
+        self.dirpath = dirpath
+        self.best: dict[str, dict[str, float]] = {}  # key -> {"value", "step"}
+        self.last: EvalResult | None = None
+        self._last_step = 0
+        self._last_evaluated: int | None = None
+
+    def output_dir(self, trainer: L.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath is not None else Path(trainer.default_root_dir) / "checkpoints"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = dict(state_dict.get("best", {}))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = pl_module.step
+        self.evaluator.to(pl_module.device)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"eval_protocol": self.evaluator.protocol})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = pl_module.step
+        # The last batch is evaluated here rather than in on_train_end, so that the checkpoint
+        # saved after this batch already holds the final best values.
+        last = 0 < trainer.max_steps <= trainer.global_step
+        crossed = step // self.every_n_steps > self._last_step // self.every_n_steps
+        if (crossed or last) and step != self._last_evaluated:
+            self.run(trainer, pl_module, step)
+        self._last_step = step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run stopped early (Ctrl-C) is evaluated where it stopped, before last.ckpt is written.
+        if pl_module.step != self._last_evaluated and pl_module.step > 0:
+            self.run(trainer, pl_module, pl_module.step)
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> EvalResult | None:
+        self._last_evaluated = step
+        if not trainer.is_global_zero:
+            return None
+        result = self.last = self.evaluator.evaluate(pl_module, step=step)
+        logged = {f"val/{k}": v for k, v in result.values.items()}
+        improved = []
+        for key, value in result.values.items():
+            if short_name(key) not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
+                continue  # spreads (is_std, kid_std) have no "best"
+            old = self.best.get(key, {}).get("value")
+            if is_better(key, value, old):
+                self.best[key] = {"value": value, "step": step}
+                improved.append(key)
+            if key in self.best:
+                logged[f"best/{key}"] = self.best[key]["value"]
+                logged[f"best/{key}_step"] = self.best[key]["step"]
+        for logger in trainer.loggers:
+            logger.log_metrics(logged, step=step)
+        out = self.output_dir(trainer)
+        result.extra = {"best": self.best}
+        result.write_json(out / f"eval_step_{step:06d}.json")
+        if self.monitor is not None and self.monitor in improved:
+            trainer.save_checkpoint(out / "best.ckpt")
+            result.write_json(out / "best.json")
+        return result

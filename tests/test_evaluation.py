@@ -1,0 +1,266 @@
+"""The evaluation callback and gansuite-eval: same numbers, protocol recorded, best kept, fails at start-up."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+from torchvision.utils import save_image
+
+from gansuite import evaluate
+from gansuite.data import denormalize
+from gansuite.evaluation import EvalCallback, EvalResult, is_better, short_name
+from gansuite.metrics.fidelity import file_sha256
+from gansuite.train import train
+from tests.conftest import make_cfg
+
+# Random-weight Inception on 8 generated and 8 real images: the whole pipeline, in as few
+# 299x299 Inception passes as possible (each costs about 0.3 s on a CPU core).
+EVAL = ["eval=default", "eval.extractor=inception", "eval.num_samples=8", "eval.num_real=8",
+        "eval.batch_size=4", "eval.every_n_steps=2", "eval.metrics=[fid,is,kid,prc]"]
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, inception_weights, gansuite_cache):
+    tmp = tmp_path_factory.mktemp("evaluated")
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the autouse environment is not set yet
+        mp.setenv("GANSUITE_CACHE", str(gansuite_cache))
+        mp.setenv("TORCH_HOME", str(tmp / "torch-home"))
+        cfg = make_cfg(tmp, *EVAL, f"eval.inception_weights={inception_weights}", "logger=csv",
+                       "trainer.max_steps=3", "trainer.checkpoint_every=3")
+        return cfg, train(cfg)
+
+
+def _csv_rows(output_dir: Path) -> list[dict[str, str]]:
+    (metrics,) = output_dir.rglob("metrics.csv")
+    with open(metrics) as f:
+        return list(csv.DictReader(f))
+
+
+def test_callback_logs_keys_with_the_sample_count_and_writes_the_protocol(evaluated_run, inception_weights):
+    cfg, result = evaluated_run
+    out = Path(result["output_dir"])
+    # An evaluation at step 2 and the final one at step 3.
+    files = sorted(p.name for p in (out / "checkpoints").glob("eval_step_*.json"))
+    assert files == ["eval_step_000002.json", "eval_step_000003.json"]
+    data = json.loads((out / "checkpoints" / "eval_step_000003.json").read_text())
+    assert set(data["values"]) == {"fid_8", "is_8", "is_std_8", "kid_8", "kid_std_8", "precision_8", "recall_8"}
+    p = data["protocol"]
+    assert p["feature_extractor"] == "inception-v3-compat"
+    assert p["feature_extractor_sha256"] == file_sha256(inception_weights)
+    assert p["num_generated"] == 8 and p["num_real"] == 8
+    assert p["reference"]["dataset"] == "mnist_offline-28px" and p["reference"]["split"] == "train"
+    assert len(p["reference"]["sha256"]) == 64 and p["implementation"].startswith("torch-fidelity ")
+    assert p["resize"].startswith("torch-fidelity TF1-compatible bilinear")
+    rows = _csv_rows(out)
+    logged = {k for row in rows for k, v in row.items() if v}
+    assert {"val/fid_8", "val/is_8", "val/kid_8", "val/precision_8", "best/fid_8", "best/fid_8_step"} <= logged
+    # The monitored key (keep_best=fid) is one that is logged.
+    callback = next(c for c in result["trainer"].callbacks if isinstance(c, EvalCallback))
+    assert callback.monitor == "fid_8" and f"val/{callback.monitor}" in logged
+
+
+def test_best_checkpoint_follows_the_best_fid(evaluated_run):
+    cfg, result = evaluated_run
+    out = Path(result["output_dir"]) / "checkpoints"
+    fids = {s: json.loads((out / f"eval_step_{s:06d}.json").read_text())["values"]["fid_8"] for s in (2, 3)}
+    best_step = min(fids, key=fids.get)
+    best = json.loads((out / "best.json").read_text())
+    assert best["step"] == best_step and best["values"]["fid_8"] == fids[best_step]
+    checkpoint = torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["gansuite_step"] == best_step
+    callback = next(c for c in result["trainer"].callbacks if isinstance(c, EvalCallback))
+    assert callback.best["fid_8"] == {"value": fids[best_step], "step": best_step}
+    # The best values travel in every checkpoint, so a resume keeps them.
+    last = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
+    (state,) = [v for k, v in last["callbacks"].items() if k.startswith("EvalCallback")]
+    assert state["best"]["fid_8"]["step"] == best_step
+
+
+def test_gansuite_eval_on_the_checkpoint_gives_the_callbacks_number(evaluated_run, capsys):
+    cfg, result = evaluated_run
+    out = Path(result["output_dir"])
+    evaluate.main([str(out)])  # a run directory: its checkpoints/last.ckpt, at step 3
+    printed = capsys.readouterr().out
+    assert "fid_8" in printed
+    from_callback = json.loads((out / "checkpoints" / "eval_step_000003.json").read_text())
+    from_cli = json.loads((out / "checkpoints" / "last.eval.json").read_text())
+    assert from_cli["step"] == 3
+    assert from_cli["protocol"] == from_callback["protocol"]
+    for key, value in from_callback["values"].items():
+        assert_close(from_cli["values"][key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_a_folder_of_the_same_samples_gives_the_same_numbers(evaluated_run, tmp_path, capsys):
+    cfg, result = evaluated_run
+    module = result["module"]
+    evaluator = next(c for c in result["trainer"].callbacks if isinstance(c, EvalCallback)).evaluator
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    i = 0
+    for inputs in evaluator.inputs(module):
+        for image in module.sample(inputs):
+            save_image(denormalize(image), folder / f"{i:05d}.png")
+            i += 1
+    overrides = EVAL + [f"eval.inception_weights={cfg.eval.inception_weights}"]
+    evaluate.main([str(folder), *overrides, "--json", str(tmp_path / "folder.json")])
+    from_folder = EvalResult.read_json(tmp_path / "folder.json")
+    from_module = evaluator.evaluate(module)
+    assert from_folder.protocol == from_module.protocol
+    for key, value in from_module.values.items():
+        assert_close(from_folder.values[key], value, rtol=1e-6, atol=1e-9)
+
+
+def test_compare_refuses_results_whose_protocols_differ(tmp_path, capsys):
+    protocol = {"feature_extractor": "inception-v3-compat", "num_generated": 10000, "num_real": 50000}
+    EvalResult({"fid_10k": 10.0}, protocol).write_json(tmp_path / "a.json")
+    EvalResult({"fid_10k": 8.5}, dict(protocol, seed=1)).write_json(tmp_path / "b.json")
+    EvalResult({"fid_10k": 7.0}, dict(protocol, num_real=10000)).write_json(tmp_path / "c.json")
+    assert evaluate.compare(str(tmp_path / "a.json"), str(tmp_path / "b.json")) == 0
+    assert "-1.5" in capsys.readouterr().out
+    assert evaluate.compare(str(tmp_path / "a.json"), str(tmp_path / "c.json")) == 1
+    out = capsys.readouterr().out
+    assert "not comparable" in out and "num_real: 50000 vs 10000" in out and "-3" not in out
+
+
+def test_training_needing_weights_it_cannot_have_fails_at_start_up(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights-here"))
+    from hydra import compose, initialize_config_dir
+
+    from gansuite.train import CONF_DIR, main
+
+    overrides = ["trainer=debug", "logger=none", "eval.extractor=inception", "eval.download=false",
+                 f"hydra.run.dir={tmp_path / 'run'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name="train", overrides=overrides)  # composes fine: the failure is the weights
+        import sys
+
+        monkeypatch.setattr(sys, "argv", ["gansuite-train", *overrides])
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "gansuite-fetch-weights" in err and "eval.inception_weights" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+def test_direction_of_better():
+    assert short_name("fid_clf_10k") == "fid" and short_name("kid_std_10k") == "kid_std"
+    assert is_better("fid_10k", 3.0, 4.0) and not is_better("fid_10k", 5.0, 4.0)
+    assert is_better("is_10k", 5.0, 4.0) and is_better("cond_acc_clf_10k", 0.9, 0.8)
+    assert is_better("fid_10k", 3.0, None) and not is_better("fid_10k", float("nan"), None)
+
+
+def test_keep_best_must_name_a_computed_metric(evaluated_run):
+    from gansuite.errors import ConfigError
+
+    callback = next(c for c in evaluated_run[1]["trainer"].callbacks if isinstance(c, EvalCallback))
+    with pytest.raises(ConfigError, match="eval.keep_best: 'lpips' is not computed"):
+        EvalCallback(callback.evaluator, keep_best="lpips")
+
+
+def test_fetch_weights_fills_the_cache_or_says_what_to_do(tmp_path, monkeypatch, capsys):
+    from unittest import mock
+
+    from gansuite.metrics.fidelity import INCEPTION_FILE, INCEPTION_URL
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    fetched = []
+
+    def fake_download(url, dst, progress=True):
+        fetched.append(url)
+        Path(dst).write_bytes(b"weights")
+
+    with mock.patch("torch.hub.download_url_to_file", fake_download):
+        evaluate.fetch_main([])
+        evaluate.fetch_main([])  # already there: no second download
+        evaluate.fetch_main(["--dest", str(tmp_path / "shared")])
+    assert fetched == [INCEPTION_URL, INCEPTION_URL]
+    assert (tmp_path / "home" / "hub" / "checkpoints" / INCEPTION_FILE).read_bytes() == b"weights"
+    assert (tmp_path / "shared" / INCEPTION_FILE).is_file()
+    capsys.readouterr()
+
+    def offline(url, dst, progress=True):
+        raise OSError("no route to host")
+
+    with mock.patch("torch.hub.download_url_to_file", offline), pytest.raises(SystemExit) as exit_info:
+        evaluate.fetch_main(["--dest", str(tmp_path / "elsewhere")])
+    assert exit_info.value.code == 2
+    assert "eval.inception_weights" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- domain classifier
+@pytest.fixture(scope="module")
+def mnist_evaluator(gansuite_cache):
+    """The default evaluation of the offline MNIST (its classifier is trained once per session)."""
+    from gansuite.data import OfflineMNIST
+    from gansuite.evaluation import make_evaluator
+
+    datamodule = OfflineMNIST()
+    evaluator = make_evaluator(datamodule, num_samples=1000, batch_size=250, cache_dir=gansuite_cache,
+                               log=lambda m: None)
+    return datamodule, evaluator
+
+
+def test_offline_mnist_is_measured_by_its_domain_classifier(mnist_evaluator):
+    datamodule, evaluator = mnist_evaluator
+    p = evaluator.protocol
+    assert p["feature_extractor"] == "classifier:mnist_offline-28px"
+    assert p["classifier_heldout_accuracy"] >= 0.97 and p["num_real"] == 4000
+    real = evaluator.evaluate_images(datamodule.heldout()[0].split(250))
+    assert set(real.values) == {f"{m}_clf_1k" for m in ("fid", "is", "is_std", "kid", "kid_std", "precision",
+                                                           "recall", "classes_covered", "class_kl")}
+    noise = torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    fake = evaluator.evaluate_images(noise.split(250))
+    # Held-out digits against the train digits: every class, the right proportions, FID far below noise's.
+    assert real.values["classes_covered_clf_1k"] == 10
+    assert real.values["class_kl_clf_1k"] < 0.01
+    assert real.values["fid_clf_1k"] < 0.05 * fake.values["fid_clf_1k"]
+    assert real.values["precision_clf_1k"] > 0.9 and fake.values["precision_clf_1k"] < 0.1
+
+
+class _Conditional(torch.nn.Module):
+    """A stand-in class-conditional module: asked for class k, it returns a real held-out digit of class k+shift."""
+
+    def __init__(self, digits: torch.Tensor, labels: torch.Tensor, shift: int) -> None:
+        super().__init__()
+        self.by_class = [digits[labels == k] for k in range(10)]
+        self.shift = shift
+        self.device = torch.device("cpu")
+
+    def make_inputs(self, n, generator):
+        return torch.randn(n, 4, generator=generator), torch.randint(10, (n,), generator=generator)
+
+    def sample(self, inputs, ema=True):
+        z, labels = inputs
+        return torch.stack([self.by_class[(int(k) + self.shift) % 10][i % 100] for i, k in enumerate(labels)])
+
+
+def test_conditional_accuracy_counts_samples_of_the_requested_class(mnist_evaluator):
+    datamodule, evaluator = mnist_evaluator
+    digits, labels = datamodule.heldout()
+    right = evaluator.evaluate(_Conditional(digits, labels, shift=0)).values["cond_acc_clf_1k"]
+    wrong = evaluator.evaluate(_Conditional(digits, labels, shift=1)).values["cond_acc_clf_1k"]
+    assert right >= 0.97 and wrong <= 0.03
+
+
+def test_stacked_mnist_modes_and_kl(gansuite_cache):
+    import math
+
+    from gansuite.data import StackedMNIST
+    from gansuite.evaluation import make_evaluator
+
+    datamodule = StackedMNIST(heldout_size=2000)
+    evaluator = make_evaluator(datamodule, num_samples=2000, cache_dir=gansuite_cache, log=lambda m: None)
+    assert evaluator.extractor is None and evaluator.protocol["classifier_dataset"] == "mnist_offline-28px"
+    real = evaluator.evaluate_images(datamodule.heldout()[0].split(500)).values
+    # 2,000 uniform draws over 1,000 modes hit 1000 (1 - 0.999^2000) = 865 of them in expectation.
+    assert 800 <= real["stacked_modes_2k"] <= 920
+    collapsed = datamodule.heldout(1)[0].expand(2000, -1, -1, -1)
+    values = evaluator.evaluate_images(collapsed.split(500)).values
+    assert values["stacked_modes_2k"] == 1
+    assert_close(values["stacked_kl_2k"], math.log(1000), rtol=1e-9, atol=0)
