@@ -62,10 +62,10 @@ def _checkpoint_config(checkpoint: dict[str, Any], overrides: list[str], path: P
         return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
 
 
-def _device(name: str | None) -> str:
-    if name:
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def _device(name: str | None, cfg: DictConfig) -> str:
+    from gansuite.train import eval_device
+
+    return name or eval_device(cfg)
 
 
 def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str | None = None, ema: bool = True):
@@ -78,7 +78,7 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
     cfg = _checkpoint_config(checkpoint, list(overrides), path)
     datamodule, module = build(cfg)
     module.load_state_dict(checkpoint["state_dict"])
-    device = _device(device)
+    device = _device(device, cfg)  # the run's device, unless asked: the same numbers as its training
     module.to(device)
     evaluator = make_evaluator(cfg, datamodule, device=device)
     if evaluator is None:
@@ -90,7 +90,7 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
 
 
 def load_images(folder: str | Path, shape: tuple[int, ...], limit: int) -> torch.Tensor:
-    """Up to ``limit`` images from ``folder`` (sorted by name) as floats in [-1, 1] of ``shape``."""
+    """The first ``limit`` images of ``folder`` (sorted by name) as uint8 tensors of ``shape``."""
     from PIL import Image
 
     from gansuite.data import IMAGE_SUFFIXES
@@ -110,7 +110,7 @@ def load_images(folder: str | Path, shape: tuple[int, ...], limit: int) -> torch
                                   "save samples at the data's resolution (gansuite does not resize them silently).")
             array = torch.frombuffer(bytearray(image.convert(mode).tobytes()), dtype=torch.uint8)
         out[i] = array.view(height, width, channels).permute(2, 0, 1)
-    return out.float().div(127.5).sub(1)
+    return out
 
 
 def evaluate_folder(folder: str | Path, overrides: list[str] = (), device: str | None = None):
@@ -119,11 +119,12 @@ def evaluate_folder(folder: str | Path, overrides: list[str] = (), device: str |
     cfg = _compose(list(overrides))
     datamodule = _build("data", cfg.data)
     datamodule.check()
-    evaluator = make_evaluator(cfg, datamodule, device=_device(device))
+    evaluator = make_evaluator(cfg, datamodule, device=_device(device, cfg))
     if evaluator is None:
         raise ConfigError("eval: nothing to measure for 2D data; pick image data with data=...")
     images = load_images(folder, tuple(datamodule.shape), evaluator.num_samples)
-    result = evaluator.evaluate_images(images.split(evaluator.batch_size))
+    batches = (x.float().div(127.5).sub(1) for x in images.split(evaluator.batch_size))
+    result = evaluator.evaluate_images(batches)
     result.extra = {"folder": str(Path(folder).resolve())}
     return result
 
@@ -134,7 +135,7 @@ def precompute(overrides: list[str] = (), device: str | None = None) -> None:
     cfg = _compose(list(overrides))
     datamodule = _build("data", cfg.data)
     datamodule.check()
-    evaluator = make_evaluator(cfg, datamodule, device=_device(device))
+    evaluator = make_evaluator(cfg, datamodule, device=_device(device, cfg))
     if evaluator is None or evaluator.reference is None:
         print(f"gansuite-eval: no reference features to compute for {datamodule.name}")
         return
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("source", nargs="?", help="a .ckpt, a run directory, or a folder of images")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. eval.num_samples=50000")
     parser.add_argument("--json", help="write the result here (default for a checkpoint: <checkpoint>.eval.json)")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", help="cpu or cuda (default: the run's trainer.accelerator; cpu for trainer=cpu)")
     parser.add_argument("--raw", action="store_true", help="evaluate the raw generator, not its EMA")
     parser.add_argument("--precompute", action="store_true", help="only compute and cache the reference features")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two result JSONs")

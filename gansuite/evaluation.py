@@ -9,6 +9,7 @@ sample count and, for the domain classifier's feature space, a ``_clf`` tag:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,9 +23,11 @@ import torch
 from torch import Tensor
 
 import gansuite
-from gansuite.errors import ConfigError
+from gansuite.errors import ConfigError, NonFiniteLossError
 from gansuite.metrics import fidelity
 from gansuite.metrics.fidelity import count_tag
+
+MIN_SAMPLES = 4  # k = 3 nearest neighbours need 4 points
 
 # Which way is better, per short metric name.
 HIGHER_IS_BETTER = {"is", "precision", "recall", "cond_acc", "classes_covered", "stacked_modes"}
@@ -124,8 +127,9 @@ class Evaluator:
         unknown = sorted(set(self.metrics) - set(fidelity.METRICS))
         if unknown:
             raise ConfigError(f"eval.metrics: {unknown[0]!r} is not a metric; use some of {', '.join(fidelity.METRICS)}.")
-        if not isinstance(num_samples, int) or num_samples < 2:
-            raise ConfigError(f"eval.num_samples: {num_samples!r} is too small; set eval.num_samples=10000 or similar.")
+        if not isinstance(num_samples, int) or num_samples < MIN_SAMPLES:
+            raise ConfigError(f"eval.num_samples: {num_samples!r} is too small (precision/recall needs "
+                              f"{MIN_SAMPLES}); set eval.num_samples=10000 or similar.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"eval.batch_size: {batch_size!r} is not a positive integer; set eval.batch_size=250.")
         if extractor is not None and reference is None:
@@ -142,9 +146,16 @@ class Evaluator:
                                    "classes_covered", "class_kl", "cond_acc"} else ""
         return f"{name}{tag}_{count_tag(self.num_samples)}"
 
-    def main_key(self, name: str) -> str:
-        """The key a short name (``fid``, ``is``, ...) is logged under; for ``eval.keep_best``."""
+    def main_key(self, name: str) -> str | None:
+        """The key a short name (``fid``, ``is``, ...) is logged under; for ``eval.keep_best``.
+
+        ``auto`` is FID when it is computed, else Stacked MNIST's KL, else nothing.
+        """
         names = self._names()
+        if name == "auto":
+            name = next((n for n in ("fid", "stacked_kl") if n in names), None)
+            if name is None:
+                return None
         if name not in names:
             raise ConfigError(f"eval.keep_best: {name!r} is not computed by this evaluation (it computes "
                               f"{', '.join(names) or 'nothing'}); pick one of those or set eval.keep_best=null.")
@@ -182,7 +193,7 @@ class Evaluator:
                 "resize": self.extractor.resize,
                 "num_real": ref.num_samples,
                 "reference": {"dataset": ref.key["dataset"], "split": ref.key["split"], "sha256": ref.sha256},
-                "isc_splits": fidelity.ISC_SPLITS,
+                "isc_splits": fidelity.isc_splits(self.num_samples),
                 "kid_subsets": fidelity.KID_SUBSETS,
                 "kid_subset_size": fidelity.kid_subset_size(self.num_samples, ref.num_samples),
                 "prc_neighborhood": fidelity.PRC_NEIGHBORHOOD,
@@ -233,7 +244,10 @@ class Evaluator:
         for x in images:
             n += len(x)
             if not torch.isfinite(x).all():
-                raise ValueError("Evaluator: the generator produced non-finite samples")
+                raise NonFiniteLossError(
+                    "the generator produced non-finite samples during evaluation; the weights have diverged: "
+                    "resume from an earlier checkpoint with a lower learning rate or model.module.grad_clip=1.0."
+                )
             if self.extractor is not None:
                 for key, value in self.extractor(x.to(_device_of(self.extractor))).items():
                     parts.setdefault(key, []).append(value.cpu())
@@ -265,6 +279,20 @@ class Evaluator:
             values[self.key("stacked_modes")] = float(stats["modes"])
             values[self.key("stacked_kl")] = float(stats["kl"])
         return EvalResult(values=values, protocol=self.protocol)
+
+
+def _files_fingerprint(datamodule: Any) -> str | None:
+    """Hash of an image folder's file names, sizes and modification times; None for other data."""
+    root = getattr(datamodule, "root", None)
+    if root is None or not hasattr(datamodule, "_files"):
+        return None
+    from gansuite.data import IMAGE_SUFFIXES
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _device_of(net: torch.nn.Module) -> torch.device:
@@ -333,7 +361,8 @@ def make_evaluator(
     if extractor == "classifier" or stacked:
         from gansuite.metrics.classifier import classifier_for
 
-        found = classifier_for(datamodule, cache_dir, log=log, device=device)
+        # Trained on the CPU whatever the run's device: one classifier (one feature space) per machine.
+        found = classifier_for(datamodule, cache_dir, log=log)
         if found is None:
             raise ConfigError(f"eval.extractor=classifier needs labelled data, and {datamodule.name} has no labels; "
                               "use eval.extractor=inception.")
@@ -354,6 +383,9 @@ def make_evaluator(
         split = datamodule.train_split if reference_split == "train" else datamodule.heldout
         key = {"dataset": datamodule.name, "split": reference_split, "num_samples": num_real or "all",
                "extractor": ext.name, "extractor_sha256": ext.weights_sha256, "resize": ext.resize}
+        files = _files_fingerprint(datamodule)
+        if files is not None:  # a folder's contents can change under the same name
+            key["files"] = files
 
         def compute() -> tuple[dict[str, Tensor], Tensor]:
             x, y = split(num_real)
@@ -381,17 +413,19 @@ class EvalCallback(L.Callback):
     Args:
         evaluator: what to measure (see :func:`make_evaluator`).
         every_n_steps: gansuite steps between evaluations.
-        keep_best: short metric name (``fid``, ``is``, ...) whose best checkpoint is kept, or None.
+        keep_best: short metric name (``fid``, ``is``, ...) whose best checkpoint is kept, ``auto``
+            (FID when computed, else Stacked MNIST's KL), or None.
         dirpath: where the JSON files and best.ckpt go (default: the run's checkpoints/).
     """
 
-    def __init__(self, evaluator: Evaluator, *, every_n_steps: int = 1000, keep_best: str | None = "fid",
+    def __init__(self, evaluator: Evaluator, *, every_n_steps: int = 1000, keep_best: str | None = "auto",
                  dirpath: str | os.PathLike | None = None) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ConfigError(f"eval.every_n_steps: {every_n_steps!r} is not a positive integer; set eval.every_n_steps=1000.")
         self.evaluator = evaluator
         self.every_n_steps = every_n_steps
         self.monitor = evaluator.main_key(keep_best) if keep_best else None
+        self.resumed_protocol: dict[str, Any] | None = None
         self.dirpath = dirpath
         self.best: dict[str, dict[str, float]] = {}  # key -> {"value", "step"}
         self.last: EvalResult | None = None
@@ -402,13 +436,19 @@ class EvalCallback(L.Callback):
         return Path(self.dirpath) if self.dirpath is not None else Path(trainer.default_root_dir) / "checkpoints"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best}
+        return {"best": self.best, "protocol": self.evaluator.protocol}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = dict(state_dict.get("best", {}))
+        self.resumed_protocol = state_dict.get("protocol")
+        if self.resumed_protocol is not None and fidelity.protocol_differences(self.resumed_protocol,
+                                                                                self.evaluator.protocol):
+            # Best values measured another way are not comparable with this run's.
+            self.best = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = pl_module.step
+        self._last_evaluated = pl_module.step  # a resumed run has its step's evaluation already
         self.evaluator.to(pl_module.device)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
@@ -424,15 +464,24 @@ class EvalCallback(L.Callback):
             self.run(trainer, pl_module, step)
         self._last_step = step
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # A run stopped early (Ctrl-C) is evaluated where it stopped, before last.ckpt is written.
-        if pl_module.step != self._last_evaluated and pl_module.step > 0:
-            self.run(trainer, pl_module, pl_module.step)
+    # No evaluation in on_train_end: a run stopped by Ctrl-C saves last.ckpt at once, and
+    # `gansuite-eval` measures it later.
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> EvalResult | None:
         self._last_evaluated = step
-        if not trainer.is_global_zero:
-            return None
+        result, save_best = None, False
+        if trainer.is_global_zero:
+            result, save_best = self._measure(trainer, pl_module, step)
+        # Every rank joins save_checkpoint (it ends in a barrier), so every rank learns the decision.
+        if trainer.world_size > 1:
+            save_best = trainer.strategy.broadcast(save_best, src=0)
+        if save_best:
+            trainer.save_checkpoint(self.output_dir(trainer) / "best.ckpt")
+            if result is not None:
+                result.write_json(self.output_dir(trainer) / "best.json")
+        return result
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> tuple[EvalResult, bool]:
         result = self.last = self.evaluator.evaluate(pl_module, step=step)
         logged = {f"val/{k}": v for k, v in result.values.items()}
         improved = []
@@ -451,7 +500,4 @@ class EvalCallback(L.Callback):
         out = self.output_dir(trainer)
         result.extra = {"best": self.best}
         result.write_json(out / f"eval_step_{step:06d}.json")
-        if self.monitor is not None and self.monitor in improved:
-            trainer.save_checkpoint(out / "best.ckpt")
-            result.write_json(out / "best.json")
-        return result
+        return result, self.monitor is not None and self.monitor in improved

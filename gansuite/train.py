@@ -169,6 +169,12 @@ EVAL_OPTIONS = ("extractor", "metrics", "num_samples", "num_real", "reference_sp
                 "inception_weights", "download", "cache_dir")
 
 
+def eval_device(cfg: DictConfig) -> str:
+    """Where a run's evaluation runs: its training device, so gansuite-eval repeats its numbers."""
+    on_gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return "cuda" if on_gpu else "cpu"
+
+
 def make_evaluator(cfg: DictConfig, datamodule: L.LightningDataModule, device: str | None = None):
     """The evaluation ``cfg.eval`` describes for this data (None when off or not applicable).
 
@@ -182,11 +188,13 @@ def make_evaluator(cfg: DictConfig, datamodule: L.LightningDataModule, device: s
     from gansuite.evaluation import make_evaluator as _make
 
     options = OmegaConf.to_container(node, resolve=True)
+    missing = [k for k in EVAL_OPTIONS + ("every_n_steps", "keep_best") if k not in options]
+    if missing:
+        raise ConfigError(f"eval.{missing[0]} is missing; start from conf/eval/default.yaml (eval=default) "
+                          f"and override single keys.")
     if not isinstance(options.get("metrics"), list):
         raise ConfigError(f"eval.metrics: {options.get('metrics')!r} is not a list; write eval.metrics=[fid,kid].")
-    if device is None:
-        on_gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-        device = "cuda" if on_gpu else "cpu"
+    device = device or eval_device(cfg)
     cuda = [torch.cuda.current_device()] if device == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         return _make(datamodule, **{k: options[k] for k in EVAL_OPTIONS}, device=device, log=log.info)

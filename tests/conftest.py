@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -84,6 +85,12 @@ def _offline(monkeypatch, tmp_path, gansuite_cache):
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+    def no_download(url, *args, **kwargs):
+        raise AssertionError(f"a test tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
 
 
 @pytest.fixture(autouse=True)

@@ -135,6 +135,11 @@ def test_training_needing_weights_it_cannot_have_fails_at_start_up(tmp_path, mon
 
     overrides = ["trainer=debug", "logger=none", "eval.extractor=inception", "eval.download=false",
                  f"hydra.run.dir={tmp_path / 'run'}"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started although the weights were missing")
+
+    monkeypatch.setattr("lightning.Trainer.fit", no_training)
     with pytest.raises(SystemExit) as exit_info:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name="train", overrides=overrides)  # composes fine: the failure is the weights
@@ -206,6 +211,7 @@ def mnist_evaluator(gansuite_cache):
     return datamodule, evaluator
 
 
+@pytest.mark.slow  # trains the offline MNIST classifier once per session (about a minute)
 def test_offline_mnist_is_measured_by_its_domain_classifier(mnist_evaluator):
     datamodule, evaluator = mnist_evaluator
     p = evaluator.protocol
@@ -240,6 +246,7 @@ class _Conditional(torch.nn.Module):
         return torch.stack([self.by_class[(int(k) + self.shift) % 10][i % 100] for i, k in enumerate(labels)])
 
 
+@pytest.mark.slow  # trains the offline MNIST classifier once per session (about a minute)
 def test_conditional_accuracy_counts_samples_of_the_requested_class(mnist_evaluator):
     datamodule, evaluator = mnist_evaluator
     digits, labels = datamodule.heldout()
@@ -248,6 +255,7 @@ def test_conditional_accuracy_counts_samples_of_the_requested_class(mnist_evalua
     assert right >= 0.97 and wrong <= 0.03
 
 
+@pytest.mark.slow  # trains the offline MNIST classifier once per session (about a minute)
 def test_stacked_mnist_modes_and_kl(gansuite_cache):
     import math
 
@@ -264,3 +272,33 @@ def test_stacked_mnist_modes_and_kl(gansuite_cache):
     values = evaluator.evaluate_images(collapsed.split(500)).values
     assert values["stacked_modes_2k"] == 1
     assert_close(values["stacked_kl_2k"], math.log(1000), rtol=1e-9, atol=0)
+
+
+@pytest.mark.slow  # trains the offline MNIST classifier once per session (about a minute)
+def test_a_stacked_mnist_run_reports_its_modes(tmp_path):
+    cfg = make_cfg(tmp_path, "data=stacked_mnist", "data.num_samples=64", "data.heldout_size=16", "eval=default",
+                   "eval.num_samples=100", "eval.every_n_steps=2", "trainer.max_steps=2", "logger=csv")
+    train(cfg)
+    result = json.loads((tmp_path / "checkpoints" / "eval_step_000002.json").read_text())
+    assert set(result["values"]) == {"stacked_modes_100", "stacked_kl_100"}
+    assert 1 <= result["values"]["stacked_modes_100"] <= 100
+    assert result["protocol"]["classifier_dataset"] == "mnist_offline-28px"
+    rows = _csv_rows(tmp_path)
+    assert any(row.get("best/stacked_modes_100") for row in rows)
+
+
+def test_resumed_best_values_are_dropped_when_the_protocol_changed(evaluated_run):
+    callback = next(c for c in evaluated_run[1]["trainer"].callbacks if isinstance(c, EvalCallback))
+    state = callback.state_dict()
+    fresh = EvalCallback(callback.evaluator, keep_best="fid")
+    fresh.load_state_dict(state)
+    assert fresh.best == callback.best and fresh.best
+    other = dict(state, protocol=dict(state["protocol"], num_real=50000))
+    fresh.load_state_dict(other)
+    assert fresh.best == {}
+
+
+def test_keep_best_auto_picks_fid_when_there_is_one(evaluated_run):
+    callback = next(c for c in evaluated_run[1]["trainer"].callbacks if isinstance(c, EvalCallback))
+    assert EvalCallback(callback.evaluator, keep_best="auto").monitor == "fid_8"
+    assert EvalCallback(callback.evaluator, keep_best=None).monitor is None

@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,8 +45,12 @@ ISC_SPLITS = 10
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 PRC_NEIGHBORHOOD = 3
+# Precision/recall distances in blocks of this many rows (torch-fidelity's save_cpu_ram path): memory
+# grows with PRC_BATCH x num_real, not num_real^2 (50,000 CIFAR-10 images would need 10 GB at once).
+PRC_BATCH = 2000
 
 METRICS = ("fid", "is", "kid", "prc")
+DOWNLOAD_TIMEOUT_S = 60
 
 
 class MissingWeightsError(ConfigError):
@@ -57,8 +63,12 @@ def count_tag(n: int) -> str:
 
 
 def quantize(x: Tensor) -> Tensor:
-    """Floats in [-1, 1] to uint8 in [0, 255], rounding as an image file would store them."""
-    return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    """Floats in [-1, 1] to uint8 in [0, 255] with torchvision's ``save_image`` arithmetic.
+
+    So the samples of a checkpoint and the same samples saved as PNGs (which is how a folder
+    of samples is usually written) quantize to the same bytes.
+    """
+    return ((x.detach().float() + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -102,7 +112,10 @@ def fetch_inception_weights(dest: Path | None = None, progress: bool = True) -> 
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
     try:
+        # A node whose traffic is silently dropped fails after this long instead of hanging.
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         # Writes to a temporary file and renames it, so an interrupted download leaves nothing behind.
         torch.hub.download_url_to_file(INCEPTION_URL, str(dest), progress=progress)
     except Exception as err:
@@ -111,6 +124,8 @@ def fetch_inception_weights(dest: Path | None = None, progress: bool = True) -> 
             f"run `gansuite-fetch-weights` on a machine with network and copy {dest.name} to {dest.parent}, "
             "or pass eval.inception_weights=/path/to/it."
         ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
     return dest
 
 
@@ -170,7 +185,8 @@ class InceptionExtractor(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         if x.shape[1] != 3:
             raise ConfigError(f"eval: Inception takes 1- or 3-channel images, not {x.shape[1]}; use eval.extractor=classifier.")
-        features, logits = self.net(x)
+        with _full_precision():
+            features, logits = self.net(x)
         return {"features": features.float(), "logits": logits.float()}
 
 
@@ -196,8 +212,21 @@ class ClassifierExtractor(nn.Module):
     @torch.no_grad()
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         x = quantize(images).float() / 127.5 - 1  # the same 8-bit values a saved image would give
-        features, logits = self.classifier.features_and_logits(x)
+        with _full_precision():
+            features, logits = self.classifier.features_and_logits(x)
         return {"features": features.float(), "logits": logits.float()}
+
+
+@contextmanager
+def _full_precision():
+    """No TF32 on Ampere+ GPUs while extracting features: the numbers must not depend on the card."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 def extract(extractor: Callable[[Tensor], dict[str, Tensor]], batches, device: torch.device | str = "cpu") -> dict[str, Tensor]:
@@ -244,7 +273,7 @@ def compute_metrics(
     if "is" in metrics:
         from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
-        splits = min(ISC_SPLITS, len(feats))
+        splits = isc_splits(len(feats))
         isc = isc_features_to_metric(generated["logits"], splits=splits, shuffle=True, rng_seed=seed)
         out["is"], out["is_std"] = isc[KEY_METRIC_ISC_MEAN], isc[KEY_METRIC_ISC_STD]
     if "kid" in metrics:
@@ -258,9 +287,13 @@ def compute_metrics(
         from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
         prc = prc_features_to_metric(feats, reference.features, prc_neighborhood=PRC_NEIGHBORHOOD,
-                                     prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+                                     prc_batch_size=PRC_BATCH, save_cpu_ram=True, verbose=False)
         out["precision"], out["recall"] = prc[KEY_METRIC_PRECISION], prc[KEY_METRIC_RECALL]
     return out
+
+
+def isc_splits(n_generated: int) -> int:
+    return min(ISC_SPLITS, n_generated)
 
 
 def kid_subset_size(n_generated: int, n_real: int) -> int:
