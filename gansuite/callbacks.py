@@ -9,6 +9,7 @@ record, and W&B / TensorBoard get a copy when attached.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -23,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from gansuite.data import denormalize
 from gansuite.errors import ConfigError
-from gansuite.metrics.modes import mode_metrics
+from gansuite.metrics.modes import ModeStats, mode_metrics
 
 __all__ = ["GANProgressBar", "SampleGrid", "Scatter2D"]
 
@@ -179,10 +180,16 @@ class Scatter2D(_PeriodicSamples):
     VEEGAN / PacGAN mode metrics of the same samples (:mod:`gansuite.metrics.modes`; 2,500
     samples by default, as in the papers) go into the title and to every logger as
     ``val/modes_2500``, ``val/high_quality_2500`` and ``val/reverse_kl_2500``; the latest
-    are kept in ``last_stats``. Arguments as for :class:`SampleGrid`.
+    are kept in ``last_stats`` and written, with their protocol, the data, the packing and the
+    seed, to ``<trainer.default_root_dir>/eval/modes.json`` (replaced at every plot, so after
+    training it holds the final evaluation; ``gansuite-aggregate`` reads it). Arguments as for
+    :class:`SampleGrid`.
     """
 
     last_stats = None
+    # The protocol of gansuite.metrics.modes, recorded with every result.
+    protocol = "veegan-pacgan-modes"
+    threshold = 3.0  # high quality: within this many std of the nearest mode
 
     config_key = "scatter_2d"
     default_num_samples = 2500
@@ -220,7 +227,8 @@ class Scatter2D(_PeriodicSamples):
             outside = (samples.abs() > limit).any(dim=1).float().mean().item()
             if outside >= 0.005:
                 title += f" ({outside:.0%} outside the view)"
-            stats = self.last_stats = mode_metrics(samples, means, std)
+            stats = self.last_stats = mode_metrics(samples, means, std, self.threshold)
+            self._write_result(trainer, step, stats, datamodule, std)
             title += (f"\n{stats.modes}/{stats.num_modes} modes, {stats.high_quality:.1%} high quality, "
                       f"reverse KL {stats.reverse_kl:.2f}")
             for logger in trainer.loggers:
@@ -228,6 +236,32 @@ class Scatter2D(_PeriodicSamples):
         ax.set_aspect("equal")
         ax.set_title(title)
         fig.savefig(path, format="png")
+
+    def _write_result(self, trainer: L.Trainer, step: int, stats: ModeStats, datamodule: Any, std: float) -> None:
+        module = getattr(trainer, "lightning_module", None)
+        record = {
+            "protocol": self.protocol,
+            "step": step,
+            "modes": stats.modes,
+            "high_quality": stats.high_quality,
+            # JSON has no infinity: null means no sample was high quality.
+            "reverse_kl": stats.reverse_kl if math.isfinite(stats.reverse_kl) else None,
+            "num_modes": stats.num_modes,
+            "num_samples": stats.num_samples,
+            "threshold": self.threshold,
+            "sample_seed": self.seed,
+            "ema": bool(self.ema and getattr(module, "generator_ema", None) is not None),
+            "data": {"modes": getattr(datamodule, "modes", None), "std": std},
+            "pack": getattr(getattr(module, "discriminator", None), "pack", None),
+            "seed": getattr(datamodule, "seed", None),
+        }
+        _write_json(Path(trainer.default_root_dir) / "eval" / "modes.json", record)
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
+    with _atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 class GANProgressBar(RichProgressBar):
