@@ -153,7 +153,8 @@ class SampleGrid(_PeriodicSamples):
 
     Args:
         every_n_steps: snapshot period in generator updates; a final snapshot is taken at the end.
-        num_samples: images in the grid, laid out ceil(sqrt(n)) per row.
+        num_samples: images in the grid, laid out ceil(sqrt(n)) per row, or one class per column
+            for a conditional module (one with ``num_classes``).
         seed: seeds the fixed generator inputs, shared across runs.
         ema: sample from the EMA generator when the module keeps one.
         dirpath: folder for the PNGs; defaults to ``<trainer.default_root_dir>/samples``.
@@ -168,7 +169,9 @@ class SampleGrid(_PeriodicSamples):
     def _render(self, samples: torch.Tensor, path: Path, trainer: L.Trainer, step: int) -> None:
         from torchvision.utils import save_image
 
-        nrow = math.ceil(math.sqrt(len(samples)))
+        # A conditional module asks for classes 0..K-1 in turn: K per row puts one class in each column.
+        module = getattr(trainer, "lightning_module", None)
+        nrow = getattr(module, "num_classes", None) or math.ceil(math.sqrt(len(samples)))
         save_image(denormalize(samples), path, nrow=nrow, format="png")
 
 

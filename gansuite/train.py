@@ -100,8 +100,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
             "pick labelled data (data=mnist_offline, mnist, cifar10) or an unconditional model."
         )
     shape = tuple(datamodule.shape)
-    generator = _build("model.generator", cfg.model.generator, shape=shape)
-    discriminator = _build("model.discriminator", cfg.model.discriminator, shape=shape)
+    # A conditional family's networks and module size their label embeddings and heads from the data.
+    classes = {"num_classes": datamodule.num_classes} if cfg.model.get("conditional") else {}
+    generator = _build("model.generator", cfg.model.generator, shape=shape, **classes)
+    discriminator = _build("model.discriminator", cfg.model.discriminator, shape=shape, **classes)
     pack = getattr(discriminator, "pack", 1)
     if datamodule.batch_size % pack:
         raise ConfigError(
@@ -122,6 +124,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
         regularizer=regularizer,
         reg_every=cfg.loss.regularizer.every,
         n_critic=cfg.loss.n_critic,
+        **classes,
     )
     _dry_run(cfg, module, shape)
     return datamodule, module
@@ -130,8 +133,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
 def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...]) -> None:
     """Run every configured piece once on two samples, so a bad option fails now and names its key."""
     n = 2 * getattr(module.discriminator, "pack", 1)  # a packing discriminator takes whole groups
+    inputs = module.make_inputs(n, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        made = module.sample(module.make_inputs(n, torch.Generator().manual_seed(0)), ema=False)
+        made = module.sample(inputs, ema=False)
     if tuple(made.shape[1:]) != shape:
         raise ConfigError(
             f"model={cfg.model.name} makes samples of shape {tuple(made.shape[1:])} but the data gives {shape}; "
@@ -140,10 +144,11 @@ def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...])
     module.discriminator.eval()
     try:
         with torch.no_grad():
-            scores = module.discriminator(made)
+            scores = module.score(made, inputs)
         for key, check in (
             ("loss.objective", lambda: (module.objective.d_loss(scores, scores), module.objective.g_loss(scores))),
-            ("loss.regularizer.fn", lambda: module.regularizer and module.regularizer(module.discriminator, made, made)),
+            ("loss.regularizer.fn",
+             lambda: module.regularizer and module.regularizer(lambda x: module.score(x, inputs), made, made)),
         ):
             try:
                 check()

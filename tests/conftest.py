@@ -28,6 +28,11 @@ TINY_WIDTH = {
     "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
     "gan": ["model.generator.width=16", "model.discriminator.width=16", "model.generator.depth=1",
             "model.discriminator.depth=1"],
+    "cgan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "acgan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
+                 "model.discriminator.x_width=16", "model.discriminator.y_width=8",
+                 "model.discriminator.joint_width=16"],
 }
 
 

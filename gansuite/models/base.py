@@ -145,7 +145,15 @@ class AdversarialModule(L.LightningModule):
         raise NotImplementedError
 
     def forward(self, inputs: Any) -> Tensor:
-        return self.generator(inputs)
+        return self.run_generator(self.generator, inputs)
+
+    def run_generator(self, net: nn.Module, inputs: Any) -> Tensor:
+        """``net`` (the generator or its EMA copy) applied to inputs from :meth:`make_inputs`."""
+        return net(inputs)
+
+    def score(self, samples: Tensor, inputs: Any) -> Tensor:
+        """D's raw scores for ``samples`` made from ``inputs`` (a conditional D also sees the labels)."""
+        return self.discriminator(samples)
 
     @torch.no_grad()
     def sample(self, inputs: Any, ema: bool = True) -> Tensor:
@@ -154,7 +162,7 @@ class AdversarialModule(L.LightningModule):
         was_training = net.training
         net.eval()
         try:
-            return net(inputs)
+            return self.run_generator(net, inputs)
         finally:
             net.train(was_training)
 
@@ -296,3 +304,57 @@ class UnconditionalGAN(AdversarialModule):
 
     def generator_loss(self, batch, fake: Tensor) -> dict[str, Tensor]:
         return {"loss": self.objective.g_loss(self.discriminator(fake))}
+
+
+class ConditionalGAN(AdversarialModule):
+    """(z, y) -> x: class-conditional families whose D also sees the label (cGAN, projection cGAN).
+
+    The generator is called as ``generator(z, y)`` and the discriminator as ``discriminator(x, y)``
+    with integer labels ``y`` (B,). Fakes of a batch are made for that batch's real labels, so the
+    fake class histogram follows the data's and each real sample has a fake of its own class (the
+    gradient penalty interpolates between same-class pairs). Grids and metrics ask for classes
+    ``0, 1, ..., K-1, 0, 1, ...`` in turn, so a grid with K columns has one class per column.
+
+    Args:
+        latent_dim: size of the noise vector z ~ N(0, I).
+        num_classes: K, from the data (``gansuite-train`` passes it in).
+        (the rest: see :class:`AdversarialModule`)
+    """
+
+    def __init__(self, *, latent_dim: int, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+        self.num_classes = num_classes
+
+    def make_inputs(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device, self.dtype)
+        return z, torch.arange(n, device=self.device) % self.num_classes
+
+    def run_generator(self, net: nn.Module, inputs: tuple[Tensor, Tensor]) -> Tensor:
+        z, y = inputs
+        return net(z, y)
+
+    def score(self, samples: Tensor, inputs: tuple[Tensor, Tensor]) -> Tensor:
+        return self.discriminator(samples, inputs[1])
+
+    def generate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        real, y = batch
+        z = torch.randn(real.shape[0], self.latent_dim, device=real.device, dtype=real.dtype)
+        return self.generator(z, y), y
+
+    def discriminator_loss(self, batch, fake: tuple[Tensor, Tensor], regularize: bool) -> dict[str, Tensor]:
+        real, y = batch
+        fake_x = fake[0].detach()
+        real_out, fake_out = self.discriminator(real, y), self.discriminator(fake_x, y)
+        terms = {
+            "loss": self.objective.d_loss(real_out, fake_out),
+            "real_score": real_out.mean(),
+            "fake_score": fake_out.mean(),
+        }
+        if regularize:
+            terms["reg"] = self.regularizer(lambda x: self.discriminator(x, y), real, fake_x)
+        return terms
+
+    def generator_loss(self, batch, fake: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        fake_x, y = fake
+        return {"loss": self.objective.g_loss(self.discriminator(fake_x, y))}

@@ -1,0 +1,96 @@
+"""ACGAN (Odena, Olah & Shlens 2017): D does not see the label; it predicts it.
+
+G is conditional, ``generator(z, y)`` (the convolutional cGAN generator: z joined with the
+one-hot label). D has one body and two heads: the usual real/fake score and K class logits.
+Both networks also minimise the class cross-entropy: D on real and on fake images, G on its
+fakes (the paper's L_C, added to L_S for D and to the generator's adversarial loss for G).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gansuite.errors import ConfigError
+from gansuite.models import dcgan
+from gansuite.models.base import ConditionalGAN
+
+
+class Discriminator(nn.Module):
+    """images -> (score (B,), class logits (B, K)) from DCGAN's discriminator body.
+
+    Args:
+        shape: (C, R, R) of one sample, R in 28, 32, 64.
+        num_classes: K, from the data module.
+        width, norm, spectral_norm, dropout: as for :class:`gansuite.models.dcgan.Discriminator`;
+            ``dropout`` follows every hidden block (the paper's CIFAR-10 D used 0.5).
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "batch",
+                 spectral_norm: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ConfigError(f"model.discriminator: ACGAN's class head needs num_classes >= 2 from the data "
+                              f"(got {num_classes!r}); train it on labelled data such as data=mnist_offline.")
+        self.dcgan = dcgan.Discriminator(shape=shape, width=width, norm=norm, spectral_norm=spectral_norm)
+        if dropout:
+            layers = []
+            for layer in self.dcgan.net:
+                layers.append(layer)
+                if isinstance(layer, nn.LeakyReLU):
+                    layers.append(nn.Dropout(dropout))
+            self.dcgan.net = nn.Sequential(*layers)
+        score_head = self.dcgan.net[-1]
+        # The class head reads the same last feature map as the score head, with the same kernel.
+        self.classes = nn.Conv2d(score_head.in_channels, num_classes, score_head.kernel_size)
+        nn.init.normal_(self.classes.weight, 0.0, 0.02)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.dcgan.net[:-1](x)
+        return self.dcgan.net[-1](h).flatten(), self.classes(h).flatten(1)
+
+
+class ACGAN(ConditionalGAN):
+    """The ACGAN schedule: adversarial loss plus ``class_weight`` times the class cross-entropy.
+
+    Args:
+        class_weight: weight of the class loss L_C in both updates (the paper: 1).
+        (the rest: see :class:`gansuite.models.base.ConditionalGAN`)
+    """
+
+    def __init__(self, *, class_weight: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not class_weight >= 0:
+            raise ConfigError(f"model.module.class_weight must be >= 0 (got {class_weight!r}); the paper uses 1.0.")
+        self.class_weight = class_weight
+
+    def score(self, samples: Tensor, inputs: Any) -> Tensor:
+        return self.discriminator(samples)[0]
+
+    def discriminator_loss(self, batch, fake: tuple[Tensor, Tensor], regularize: bool) -> dict[str, Tensor]:
+        real, y = batch
+        fake_x, fake_y = fake[0].detach(), fake[1]
+        real_out, real_logits = self.discriminator(real)
+        fake_out, fake_logits = self.discriminator(fake_x)
+        adversarial = self.objective.d_loss(real_out, fake_out)
+        class_loss = F.cross_entropy(real_logits, y) + F.cross_entropy(fake_logits, fake_y)
+        terms = {
+            "loss": adversarial + self.class_weight * class_loss,
+            "adv": adversarial,
+            "class": class_loss,
+            "real_acc": (real_logits.argmax(1) == y).float().mean(),
+            "real_score": real_out.mean(),
+            "fake_score": fake_out.mean(),
+        }
+        if regularize:
+            terms["reg"] = self.regularizer(lambda x: self.discriminator(x)[0], real, fake_x)
+        return terms
+
+    def generator_loss(self, batch, fake: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        fake_x, y = fake
+        out, logits = self.discriminator(fake_x)
+        adversarial = self.objective.g_loss(out)
+        class_loss = F.cross_entropy(logits, y)
+        return {"loss": adversarial + self.class_weight * class_loss, "adv": adversarial, "class": class_loss}
