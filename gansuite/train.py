@@ -244,7 +244,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"resuming from {ckpt_path} at step {checkpoint.get('gansuite_step', '?')}")
         del checkpoint
 
-    callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node]
+    # A node without _target_ is a preset's tweak of a callback that callbacks=none turned off.
+    callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items()
+                 if node and "_target_" in node]
     evaluator = make_evaluator(cfg, datamodule)
     if evaluator is not None:
         from gansuite.evaluation import EvalCallback
