@@ -1,0 +1,409 @@
+"""``gansuite-sample``: images from a checkpoint: a grid, a folder, interpolations, InfoGAN code sweeps.
+
+    gansuite-sample outputs/2026-11-23/12-00-00 --grid grid.png -n 64          # its checkpoints/last.ckpt
+    gansuite-sample run/checkpoints/best.ckpt --folder samples/ -n 10000       # then: gansuite-eval samples/ data=...
+    gansuite-sample RUN --grid sevens.png --classes 7                          # a conditional model, one class
+    gansuite-sample RUN --interpolate walk.png --rows 8 --steps 10
+    gansuite-sample RUN --codes codes/                                         # InfoGAN: one grid per code
+
+A checkpoint is rebuilt with the config it was trained with, as ``gansuite-eval`` does. Samples come
+from the EMA generator when the run kept one (``--raw`` for the trained one), on ``--device`` (cpu).
+The same ``--seed`` gives the same files. Every PNG is written to a hidden temporary file and
+renamed into place, so an interrupted run leaves only complete images.
+
+Two equalities make the output comparable with what training wrote:
+
+- ``--grid`` draws its inputs like the training run's sample grid (``make_inputs(n)`` from one seeded
+  generator, one class per column for a conditional model), so ``--seed 1234 -n 64`` (the defaults of
+  ``callbacks.sample_grid``) redraws the run's ``samples/step_*.png`` of that checkpoint.
+- ``--folder`` draws its inputs batch by batch like the evaluation (``eval.seed``, ``eval.batch_size``),
+  so with ``--seed`` and ``--batch-size`` equal to those (0 and 250 by default) the folder holds exactly
+  the samples ``gansuite-eval CHECKPOINT`` measures, and ``gansuite-eval FOLDER data=...`` repeats its numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gansuite.errors import ConfigError
+
+DEFAULT_BATCH_SIZE = 250  # conf/eval/default.yaml's eval.batch_size, for checkpoints written without eval
+
+
+# ------------------------------------------------------------------------------------ interpolation
+def slerp(a: Tensor, b: Tensor, t: float | Tensor) -> Tensor:
+    """Spherical interpolation from ``a`` (t = 0) to ``b`` (t = 1) along the last dimension.
+
+    ``a`` and ``b`` are (..., D); ``t`` is a number or a tensor whose shape broadcasts against
+    ``a.shape[:-1]`` (e.g. ``a`` (R, 1, D) and ``t`` (S,) give an (R, S, D) path). The path follows
+    the great circle between the two directions: ``sin((1-t)w)/sin(w) a + sin(tw)/sin(w) b`` with w
+    the angle between them, so two orthogonal unit vectors stay on the unit sphere. Where that is
+    undefined or ill-conditioned (parallel or opposite vectors, a zero vector) it is linear
+    interpolation. The endpoints are returned exactly.
+    """
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    # float64 inside: arccos near +-1 loses half the digits of its argument.
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    t64 = torch.as_tensor(t, dtype=torch.float64, device=a.device)[..., None]
+    norms = a64.norm(dim=-1, keepdim=True) * b64.norm(dim=-1, keepdim=True)
+    cos = ((a64 * b64).sum(-1, keepdim=True) / norms.clamp_min(1e-300)).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    sin_omega = torch.sin(omega)
+    linear = (sin_omega < 1e-6) | (norms == 0)
+    safe = torch.where(linear, torch.ones_like(sin_omega), sin_omega)
+    # sin(1 * w) / sin(w) is exactly 1 and sin(0 * w) exactly 0: the endpoints come out bit for bit.
+    spherical = torch.sin((1 - t64) * omega) / safe * a64 + torch.sin(t64 * omega) / safe * b64
+    out = torch.where(linear, torch.lerp(a64, b64, t64.expand_as(spherical)), spherical)
+    return out.to(dtype)
+
+
+def _gaussian_latent(module: Any) -> bool:
+    """Whether the module's generator input is z ~ N(0, I) alone (then slerp is the right path).
+
+    In D dimensions Gaussian z lies near the shell |z| = sqrt(D); the midpoint of a straight line
+    between two draws has norm about sqrt(D/2), a region G never saw in training, so linear walks
+    fade towards the mean image halfway. Slerp between two draws stays near the shell (White 2016,
+    "Sampling Generative Networks").
+
+    That holds for the z -> x and (z, y) -> x families (UnconditionalGAN, ConditionalGAN). InfoGAN's
+    input also holds one-hot and uniform codes and its noise is uniform by default, and LAPGAN's noise
+    planes are uniform: none lives on a Gaussian shell, so those are interpolated linearly.
+    """
+    from gansuite.models.base import ConditionalGAN, UnconditionalGAN
+
+    if not isinstance(module, (UnconditionalGAN, ConditionalGAN)) or hasattr(module, "code_names"):
+        return False
+    return getattr(module, "noise", "normal") == "normal"
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _labels(inputs: Any) -> Tensor | None:
+    """The integer class labels of a conditional family's ``(z, y)`` inputs, or None."""
+    if isinstance(inputs, (tuple, list)) and len(inputs) >= 2 and isinstance(inputs[1], Tensor):
+        if not inputs[1].is_floating_point() and inputs[1].ndim == 1:
+            return inputs[1]
+    return None
+
+
+def _with_labels(inputs: Any, labels: Tensor) -> Any:
+    y = _labels(inputs)
+    return (inputs[0], labels.to(y.device, y.dtype), *inputs[2:])
+
+
+def _cycle(classes: Sequence[int], start: int, n: int) -> Tensor:
+    """Labels for samples start..start+n-1 that take ``classes`` in turn (one per column of a len(classes)-wide grid)."""
+    return torch.tensor(classes, dtype=torch.long)[(torch.arange(n) + start) % len(classes)]
+
+
+def parse_classes(text: str | None, module: Any) -> list[int] | None:
+    """``--classes`` ("3" or "0,1,2") checked against the module: a list of class indices, or None."""
+    if text is None:
+        return None
+    num_classes = getattr(module, "num_classes", None)
+    if not num_classes:
+        also = " (InfoGAN's categorical codes are swept by --codes)" if hasattr(module, "code_names") else ""
+        raise ConfigError(f"--classes: this checkpoint's model is unconditional{also}; drop --classes, "
+                          "or sample a class-conditional model (model=cgan, cgan_mlp or acgan).")
+    classes = []
+    for part in text.split(","):
+        try:
+            k = int(part.strip())
+        except ValueError:
+            raise ConfigError(f"--classes: {part.strip()!r} is not a class index; write --classes 3 or "
+                              "--classes 0,1,2.") from None
+        if not 0 <= k < num_classes:
+            raise ConfigError(f"--classes: class {k} is out of range; this model has classes 0 to {num_classes - 1}.")
+        classes.append(k)
+    return classes
+
+
+def grid_inputs(module: Any, n: int, seed: int, classes: Sequence[int] | None = None) -> Any:
+    """Inputs for an n-sample grid, drawn as the training run's sample grid draws them (one call, one seed)."""
+    inputs = module.make_inputs(n, torch.Generator().manual_seed(seed))
+    return _with_labels(inputs, _cycle(classes, 0, n)) if classes else inputs
+
+
+def folder_inputs(module: Any, n: int, seed: int, batch_size: int,
+                  classes: Sequence[int] | None = None) -> Iterator[Any]:
+    """Inputs for n samples, batch by batch, drawn as the evaluation draws them (one seeded generator)."""
+    rng = torch.Generator().manual_seed(seed)
+    for start in range(0, n, batch_size):
+        inputs = module.make_inputs(min(batch_size, n - start), rng)
+        yield _with_labels(inputs, _cycle(classes, start, len(_labels(inputs)))) if classes else inputs
+
+
+def interpolation_inputs(module: Any, rows: int, steps: int, seed: int, classes: Sequence[int] | None = None,
+                         spherical: bool | None = None) -> Any:
+    """Inputs for a rows x steps grid (row-major): row r walks from one drawn input to another in ``steps`` steps.
+
+    Every floating-point part of the inputs (z; each level's noise for LAPGAN) is interpolated; a
+    conditional model keeps row r's label along the row (the label of the row's start, or ``classes``
+    in turn). ``spherical`` picks :func:`slerp` or linear interpolation; None picks slerp for Gaussian z.
+    """
+    ends = module.make_inputs(2 * rows, torch.Generator().manual_seed(seed))
+    if spherical is None:
+        spherical = _gaussian_latent(module)
+    parts = ends if isinstance(ends, (tuple, list)) else (ends,)
+    walked = []
+    for x in parts:
+        if x.is_floating_point():
+            flat = x.reshape(2 * rows, 1, -1)
+            t = torch.linspace(0, 1, steps, dtype=torch.float64, device=x.device)
+            if spherical:
+                path = slerp(flat[:rows], flat[rows:], t)
+            else:
+                path = torch.lerp(flat[:rows].double(), flat[rows:].double(), t[:, None]).to(x.dtype)
+            walked.append(path.reshape(rows * steps, *x.shape[1:]))
+        else:  # class labels: one per row
+            row_labels = _cycle(classes, 0, rows) if classes else x[:rows]
+            walked.append(row_labels.to(x.device, x.dtype).repeat_interleave(steps, 0))
+    return tuple(walked) if isinstance(ends, (tuple, list)) else walked[0]
+
+
+# ------------------------------------------------------------------------------------ writing
+def _check_images(samples: Tensor) -> None:
+    if samples.ndim != 4:
+        raise ConfigError(f"gansuite-sample writes images, but this checkpoint's model makes samples of shape "
+                          f"{tuple(samples.shape[1:])}; 2D runs draw their scatter plots into the run's samples/.")
+
+
+def _sample(module: Any, inputs: Any, ema: bool, batch_size: int) -> Tensor:
+    """Samples for ``inputs`` in chunks of ``batch_size`` (the generators are in eval mode: chunks don't interact)."""
+    n = len(inputs[0]) if isinstance(inputs, (tuple, list)) else len(inputs)
+    chunks = []
+    for start in range(0, n, batch_size):
+        part = (tuple(x[start:start + batch_size] for x in inputs) if isinstance(inputs, (tuple, list))
+                else inputs[start:start + batch_size])
+        chunks.append(module.sample(part, ema=ema).detach().float().cpu())
+    samples = torch.cat(chunks)
+    _check_images(samples)
+    return samples
+
+
+def _write_grid(samples: Tensor, path: Path, nrow: int) -> Path:
+    from torchvision.utils import save_image
+
+    from gansuite.callbacks import _atomic_path
+    from gansuite.data import denormalize
+
+    with _atomic_path(path) as tmp:
+        save_image(denormalize(samples), tmp, nrow=nrow, format="png")
+    return path
+
+
+def default_nrow(module: Any, n: int, classes: Sequence[int] | None) -> int:
+    """One class per column for a conditional model (all classes, or the requested ones), else a square."""
+    if classes and len(classes) > 1:
+        return len(classes)
+    if not classes and getattr(module, "num_classes", None):
+        return module.num_classes  # make_inputs asks for classes 0..K-1 in turn, as the training grid does
+    return math.ceil(math.sqrt(n))
+
+
+def save_grid(module: Any, path: str | Path, n: int = 64, nrow: int | None = None, seed: int = 0,
+              classes: Sequence[int] | None = None, ema: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
+    """Write an n-sample grid PNG to ``path``; ``nrow`` images per row (default: see :func:`default_nrow`)."""
+    samples = _sample(module, grid_inputs(module, n, seed, classes), ema, batch_size)
+    return _write_grid(samples, Path(path), nrow or default_nrow(module, n, classes))
+
+
+def save_folder(module: Any, folder: str | Path, n: int, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
+                classes: Sequence[int] | None = None, ema: bool = True) -> list[Path]:
+    """Write n numbered PNGs, one sample each, into ``folder``; returns their paths in order.
+
+    Names are zero-padded (``00000.png``; a conditional model's carry the class: ``00000_class3.png``) so
+    sorting by name, as ``gansuite-eval FOLDER`` does, keeps the order they were drawn in. Each file is
+    written under a hidden ``.tmp`` name and renamed, so a killed run leaves only complete images.
+    """
+    from torchvision.utils import save_image
+
+    from gansuite.callbacks import _atomic_path
+    from gansuite.data import denormalize
+
+    folder = Path(folder)
+    width = max(5, len(str(n - 1)))
+    paths: list[Path] = []
+    for inputs in folder_inputs(module, n, seed, batch_size, classes):
+        samples = _sample(module, inputs, ema, batch_size)
+        labels = _labels(inputs)
+        for j, image in enumerate(denormalize(samples)):
+            i = len(paths)
+            suffix = f"_class{int(labels[j])}" if labels is not None else ""
+            path = folder / f"{i:0{width}d}{suffix}.png"
+            with _atomic_path(path) as tmp:
+                save_image(image, tmp, format="png")
+            paths.append(path)
+    return paths
+
+
+def save_interpolation(module: Any, path: str | Path, rows: int = 8, steps: int = 10, seed: int = 0,
+                       classes: Sequence[int] | None = None, ema: bool = True, spherical: bool | None = None,
+                       batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
+    """Write a rows x steps interpolation grid (see :func:`interpolation_inputs`) to ``path``."""
+    inputs = interpolation_inputs(module, rows, steps, seed, classes, spherical)
+    return _write_grid(_sample(module, inputs, ema, batch_size), Path(path), steps)
+
+
+def save_code_grids(module: Any, out_dir: str | Path, rows: int = 8, steps: int = 10, seed: int = 0,
+                    ema: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Path]:
+    """Write ``<out_dir>/<code name>.png`` per InfoGAN code: each row varies only that code.
+
+    Uses the module's ``code_names`` and ``code_sweep_inputs(code, steps, rows, generator)``. Every grid
+    starts from the same seed, so row r shows the same noise and other codes in every file.
+    """
+    names = getattr(module, "code_names", None)
+    if names is None or not callable(getattr(module, "code_sweep_inputs", None)):
+        raise ConfigError("--codes needs an InfoGAN checkpoint (one trained with model=infogan); "
+                          "use --grid or --interpolate for this model.")
+    paths = []
+    for code, name in enumerate(names):
+        inputs = module.code_sweep_inputs(code, steps, rows, torch.Generator().manual_seed(seed))
+        samples = _sample(module, inputs, ema, batch_size)
+        paths.append(_write_grid(samples, Path(out_dir) / f"{Path(name).name}.png", len(samples) // rows))
+    return paths
+
+
+# ------------------------------------------------------------------------------------ checkpoint
+def load_module(source: str | Path, device: str = "cpu") -> tuple[Any, Any, Path, int | None]:
+    """The trained module of a checkpoint or run directory, on ``device``.
+
+    Returns (module, its config, the .ckpt path, its gansuite step).
+    """
+    from omegaconf import OmegaConf
+
+    from gansuite.checkpointing import read_checkpoint, resolve_resume
+    from gansuite.train import build
+
+    path = resolve_resume(source)
+    checkpoint = read_checkpoint(path)
+    stored = checkpoint.get("gansuite_config")
+    if not stored:
+        raise ConfigError(f"{path} holds no gansuite config; pass a checkpoint written by gansuite-train.")
+    cfg = OmegaConf.create(stored)
+    _, module = build(cfg)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError:
+        raise ConfigError(f"{path} does not fit the model its own config builds (written by another gansuite "
+                          "version?); sample it with the gansuite version that trained it.") from None
+    return module.to(device).eval(), cfg, path, checkpoint.get("gansuite_step")
+
+
+def _device(name: str) -> str:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: {name!r} is not a device; use --device cpu or --device cuda.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is visible here; use --device cpu.")
+    return name
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as every other gansuite error; argparse prints the usage too
+        print(f"{self.prog}: error: {message}; see {self.prog} --help.", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{option} is {value}; pass a positive whole number.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _Parser(
+        prog="gansuite-sample",
+        description="Images from a gansuite checkpoint: a grid, a folder of numbered PNGs (for gansuite-eval), "
+                    "latent interpolations, or InfoGAN code sweeps. Same --seed, same files.",
+    )
+    parser.add_argument("source", help="a .ckpt, or a run directory (its checkpoints/last.ckpt)")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--grid", metavar="PNG", help="write one grid of -n samples")
+    mode.add_argument("--folder", metavar="DIR", help="write -n numbered PNGs into DIR (new or empty)")
+    mode.add_argument("--interpolate", metavar="PNG", help="write --rows walks of --steps samples between two inputs")
+    mode.add_argument("--codes", metavar="DIR", help="InfoGAN: write DIR/<code>.png per code, --rows rows each")
+    parser.add_argument("-n", type=int, help="samples (default: 64 for --grid, 10000 for --folder)")
+    parser.add_argument("--nrow", type=int, help="--grid: images per row (default: one class per column for a "
+                                                 "conditional model, else a square)")
+    parser.add_argument("--rows", type=int, help="--interpolate / --codes: rows (default 8)")
+    parser.add_argument("--steps", type=int, help="--interpolate / --codes: columns of a row (default 10; a "
+                                                  "categorical code always shows its K values)")
+    parser.add_argument("--lerp", action="store_true", help="--interpolate: linear instead of spherical for Gaussian z")
+    parser.add_argument("--classes", help="a conditional model's classes, e.g. 3 or 0,1,2 (taken in turn)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the generator inputs (default 0)")
+    parser.add_argument("--batch-size", type=int, help="samples per generator call (default: the run's "
+                                                       "eval.batch_size, 250)")
+    parser.add_argument("--raw", action="store_true", help="sample the trained generator, not its EMA")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    args = parser.parse_args(argv)
+    try:
+        # Every check that needs no checkpoint comes first, and nothing is written until all have passed.
+        for option, value in (("-n", args.n), ("--nrow", args.nrow), ("--rows", args.rows),
+                              ("--batch-size", args.batch_size)):
+            _positive(value, option)
+        applies = {"-n": ("grid", "folder"), "--nrow": ("grid",), "--rows": ("interpolate", "codes"),
+                   "--steps": ("interpolate", "codes"), "--lerp": ("interpolate",),
+                   "--classes": ("grid", "folder", "interpolate")}
+        chosen = next(m for m in ("grid", "folder", "interpolate", "codes") if getattr(args, m) is not None)
+        for option, modes in applies.items():
+            if getattr(args, option.lstrip("-").replace("-", "_")) not in (None, False) and chosen not in modes:
+                raise ConfigError(f"{option} does not apply to --{chosen}; it goes with "
+                                  f"{' or '.join('--' + m for m in modes)}.")
+        if args.steps is not None and args.steps < 2:
+            raise ConfigError(f"--steps is {args.steps}; a row needs at least 2 steps (its two ends).")
+        if args.folder is not None:
+            _check_folder(Path(args.folder))
+        device = _device(args.device)
+
+        module, cfg, path, step = load_module(args.source, device)
+        classes = parse_classes(args.classes, module)
+        batch_size = args.batch_size or (cfg.get("eval") or {}).get("batch_size") or DEFAULT_BATCH_SIZE
+        ema = not args.raw
+        which = "EMA" if ema and getattr(module, "generator_ema", None) is not None else "trained"
+        rows, steps = args.rows or 8, args.steps or 10
+        if args.grid is not None:
+            n = args.n or 64
+            out = save_grid(module, args.grid, n, args.nrow, args.seed, classes, ema, batch_size)
+            print(f"{out}: {n} samples")
+        elif args.folder is not None:
+            n = args.n or 10000
+            paths = save_folder(module, args.folder, n, args.seed, batch_size, classes, ema)
+            print(f"{args.folder}: {len(paths)} PNGs, {paths[0].name} to {paths[-1].name}")
+        elif args.interpolate is not None:
+            spherical = False if args.lerp else None
+            out = save_interpolation(module, args.interpolate, rows, steps, args.seed, classes, ema, spherical,
+                                     batch_size)
+            kind = "spherical" if not args.lerp and _gaussian_latent(module) else "linear"
+            print(f"{out}: {rows} rows of {steps} steps, {kind} interpolation")
+        else:
+            paths = save_code_grids(module, args.codes, rows, steps, args.seed, ema, batch_size)
+            print(f"{args.codes}: {', '.join(p.name for p in paths)}")
+        print(f"from {path} (step {step}), the {which} generator, seed {args.seed}")
+    except ConfigError as err:
+        print(f"gansuite-sample: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _check_folder(folder: Path) -> None:
+    from gansuite.data import IMAGE_SUFFIXES
+
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--folder {folder} is a file; pass a new or empty folder.")
+    if folder.is_dir():
+        images = sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            # gansuite-eval reads every image under the folder: old ones would be measured with the new.
+            raise ConfigError(f"--folder {folder} already holds {images} images; pass a new or empty folder "
+                              "(gansuite-eval would measure the old images with the new).")
+
+
+if __name__ == "__main__":
+    main()
