@@ -30,7 +30,7 @@ __all__ = ["GANProgressBar", "SampleGrid", "Scatter2D"]
 
 
 @contextmanager
-def _atomic_path(path: Path):
+def atomic_path(path: Path):
     """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
 
     The temporary name ends in ``.tmp`` so a crash mid-write never leaves a file that looks
@@ -125,7 +125,7 @@ class _PeriodicSamples(L.Callback):
             return
         samples = pl_module.sample(self.fixed_inputs(pl_module), ema=self.ema)
         path = self.output_dir(trainer) / f"step_{step:06d}.png"
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             self._render(samples.detach().float().cpu(), tmp, trainer, step)
         _send_to_loggers(trainer, path, step)
 
@@ -263,7 +263,7 @@ class Scatter2D(_PeriodicSamples):
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 

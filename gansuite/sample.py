@@ -191,10 +191,10 @@ def _sample(module: Any, inputs: Any, ema: bool, batch_size: int) -> Tensor:
 def _write_grid(samples: Tensor, path: Path, nrow: int) -> Path:
     from torchvision.utils import save_image
 
-    from gansuite.callbacks import _atomic_path
+    from gansuite.callbacks import atomic_path
     from gansuite.data import denormalize
 
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         save_image(denormalize(samples), tmp, nrow=nrow, format="png")
     return path
 
@@ -225,7 +225,7 @@ def save_folder(module: Any, folder: str | Path, n: int, seed: int = 0, batch_si
     """
     from torchvision.utils import save_image
 
-    from gansuite.callbacks import _atomic_path
+    from gansuite.callbacks import atomic_path
     from gansuite.data import denormalize
 
     folder = Path(folder)
@@ -238,7 +238,7 @@ def save_folder(module: Any, folder: str | Path, n: int, seed: int = 0, batch_si
             i = len(paths)
             suffix = f"_class{int(labels[j])}" if labels is not None else ""
             path = folder / f"{i:0{width}d}{suffix}.png"
-            with _atomic_path(path) as tmp:
+            with atomic_path(path) as tmp:
                 save_image(image, tmp, format="png")
             paths.append(path)
     return paths

@@ -32,6 +32,8 @@ TINY_WIDTH = {
     "acgan": ["model.generator.width=4", "model.discriminator.width=4"],
     "infogan": ["model.generator.width=4", "model.discriminator.width=4", "model.generator.hidden=16",
                 "model.discriminator.hidden=16", "model.discriminator.q_hidden=8"],
+    "lapgan": ["model.generator.coarse_width=16", "model.generator.width=4", "model.discriminator.coarse_width=16",
+               "model.discriminator.width=4"],
     "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
                  "model.discriminator.x_width=16", "model.discriminator.y_width=8",
                  "model.discriminator.joint_width=16"],

@@ -377,7 +377,7 @@ def save_code_grids(module: InfoGAN, out_dir: str | os.PathLike, steps: int = 10
     """
     from torchvision.utils import save_image
 
-    from gansuite.callbacks import _atomic_path
+    from gansuite.callbacks import atomic_path
     from gansuite.data import denormalize
 
     paths = {}
@@ -385,7 +385,7 @@ def save_code_grids(module: InfoGAN, out_dir: str | os.PathLike, steps: int = 10
         inputs = module.code_sweep_inputs(code, steps, rows, torch.Generator().manual_seed(seed))
         samples = module.sample(inputs, ema=ema).detach().float().cpu()
         path = Path(out_dir) / f"{name}.png"
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             save_image(denormalize(samples), tmp, nrow=len(samples) // rows, format="png")
         paths[name] = path
     return paths
