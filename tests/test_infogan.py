@@ -170,12 +170,13 @@ def test_one_training_step_logs_the_info_term_and_updates_q_with_d(tmp_path):
         assert not torch.equal(p, start[name]), f"Q head's {name} was not updated"
 
 
-def test_save_code_grids_writes_one_grid_per_code(tmp_path):
-    module = _module()
-    paths = infogan.save_code_grids(module, tmp_path / "codes", steps=6, rows=3, seed=1)
-    assert list(paths) == ["cat0", "cont0", "cont1"]
+def test_gansuite_sample_writes_one_grid_per_infogan_code(tmp_path):
+    from gansuite.sample import save_code_grids
+
+    paths = save_code_grids(_module(), tmp_path / "codes", rows=3, steps=6, seed=1)
+    assert [p.name for p in paths] == ["cat0.png", "cont0.png", "cont1.png"]
     assert sorted(p.name for p in (tmp_path / "codes").iterdir()) == ["cat0.png", "cont0.png", "cont1.png"]
-    with Image.open(paths["cat0"]) as cat, Image.open(paths["cont0"]) as cont:
+    with Image.open(paths[0]) as cat, Image.open(paths[1]) as cont:
         # save_image pads by 2 px: 10 categories x 3 rows, 6 steps x 3 rows of 28 px digits.
         assert cat.size == (2 + 10 * 30, 2 + 3 * 30)
         assert cont.size == (2 + 6 * 30, 2 + 3 * 30)

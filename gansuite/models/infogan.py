@@ -24,9 +24,7 @@ keeps one optimizer per shared parameter. G's step then lowers L_I through G onl
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -365,27 +363,3 @@ def cluster_accuracy(predicted: Tensor, labels: Tensor) -> float:
         members = labels[predicted == value]
         correct += int(members.bincount().max())
     return correct / len(labels)
-
-
-def save_code_grids(module: InfoGAN, out_dir: str | os.PathLike, steps: int = 10, rows: int = 10,
-                    seed: int = 0, ema: bool = True) -> dict[str, Path]:
-    """Write one PNG per code, ``<out_dir>/<code name>.png``, in which each row varies only that code.
-
-    Every grid uses the same seed, so row r shows the same noise and other codes in every file. Each
-    PNG is written to a temporary file and moved into place, so none is ever half-written.
-    Returns the paths by code name.
-    """
-    from torchvision.utils import save_image
-
-    from gansuite.callbacks import atomic_path
-    from gansuite.data import denormalize
-
-    paths = {}
-    for code, name in enumerate(module.code_names):
-        inputs = module.code_sweep_inputs(code, steps, rows, torch.Generator().manual_seed(seed))
-        samples = module.sample(inputs, ema=ema).detach().float().cpu()
-        path = Path(out_dir) / f"{name}.png"
-        with atomic_path(path) as tmp:
-            save_image(denormalize(samples), tmp, nrow=len(samples) // rows, format="png")
-        paths[name] = path
-    return paths
