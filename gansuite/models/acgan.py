@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from gansuite.errors import ConfigError
 from gansuite.models import dcgan
 from gansuite.models.base import ConditionalGAN
+from gansuite.models.cgan import check_classes
 
 
 class Discriminator(nn.Module):
@@ -31,9 +32,7 @@ class Discriminator(nn.Module):
     def __init__(self, *, shape: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "batch",
                  spectral_norm: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigError(f"model.discriminator: ACGAN's class head needs num_classes >= 2 from the data "
-                              f"(got {num_classes!r}); train it on labelled data such as data=mnist_offline.")
+        check_classes(num_classes, "model.discriminator")
         self.dcgan = dcgan.Discriminator(shape=shape, width=width, norm=norm, spectral_norm=spectral_norm)
         if dropout:
             layers = []

@@ -27,7 +27,7 @@ def _one_hot(y: Tensor, num_classes: int, like: Tensor) -> Tensor:
     return F.one_hot(y.long(), num_classes).to(like.dtype)
 
 
-def _check_classes(num_classes: int | None, key: str) -> int:
+def check_classes(num_classes: int | None, key: str) -> int:
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"{key}: a conditional network needs num_classes >= 2 from the data (got {num_classes!r}); "
                           "train it on labelled data such as data=mnist_offline.")
@@ -51,7 +51,7 @@ class MLPGenerator(nn.Module):
                  y_width: int = 1000, joint_width: int = 1200, dropout: float = 0.5) -> None:
         super().__init__()
         self.shape = tuple(shape)
-        self.num_classes = _check_classes(num_classes, "model.generator")
+        self.num_classes = check_classes(num_classes, "model.generator")
         self.z_branch = nn.Sequential(nn.Linear(latent_dim, z_width), nn.ReLU())
         self.y_branch = nn.Sequential(nn.Linear(num_classes, y_width), nn.ReLU())
         self.joint = nn.Sequential(
@@ -81,7 +81,7 @@ class MLPDiscriminator(nn.Module):
                  y_width: int = 50, y_pieces: int = 5, joint_width: int = 240, joint_pieces: int = 4,
                  dropout: float = 0.5) -> None:
         super().__init__()
-        self.num_classes = _check_classes(num_classes, "model.discriminator")
+        self.num_classes = check_classes(num_classes, "model.discriminator")
         self.x_branch = nn.Sequential(MaxoutLinear(math.prod(shape), x_width, pieces=x_pieces), nn.Dropout(dropout))
         self.y_branch = nn.Sequential(MaxoutLinear(num_classes, y_width, pieces=y_pieces), nn.Dropout(dropout))
         self.joint = nn.Sequential(MaxoutLinear(x_width + y_width, joint_width, pieces=joint_pieces),
@@ -104,7 +104,7 @@ class ConvGenerator(nn.Module):
 
     def __init__(self, *, shape: tuple[int, ...], num_classes: int, latent_dim: int = 100, width: int = 64) -> None:
         super().__init__()
-        self.num_classes = _check_classes(num_classes, "model.generator")
+        self.num_classes = check_classes(num_classes, "model.generator")
         self.dcgan = dcgan.Generator(shape=shape, latent_dim=latent_dim + num_classes, width=width)
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
@@ -123,7 +123,7 @@ class ConvDiscriminator(nn.Module):
     def __init__(self, *, shape: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "batch",
                  spectral_norm: bool = False) -> None:
         super().__init__()
-        self.num_classes = _check_classes(num_classes, "model.discriminator")
+        self.num_classes = check_classes(num_classes, "model.discriminator")
         if len(shape) != 3:
             raise ConfigError(f"model.discriminator: the convolutional cGAN needs images but the data gives samples "
                               f"of shape {tuple(shape)}; use model=cgan_mlp for 2D points.")
