@@ -30,6 +30,7 @@ TINY_WIDTH = {
             "model.discriminator.depth=1"],
     "cgan": ["model.generator.width=4", "model.discriminator.width=4"],
     "acgan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "projection": ["model.generator.width=4", "model.discriminator.width=4", "model.discriminator.hidden=16"],
     "infogan": ["model.generator.width=4", "model.discriminator.width=4", "model.generator.hidden=16",
                 "model.discriminator.hidden=16", "model.discriminator.q_hidden=8"],
     "lapgan": ["model.generator.coarse_width=16", "model.generator.width=4", "model.discriminator.coarse_width=16",
@@ -56,6 +57,14 @@ def make_cfg(tmp_path: Path, *overrides: str, tiny: bool = True) -> DictConfig:
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
     return cfg
+
+
+def assert_trained(result: dict, steps: int, *extra: str) -> None:
+    """A train() result reached ``steps`` generator steps with finite D and G losses (and ``extra`` metrics)."""
+    assert result["step"] == steps
+    metrics = result["trainer"].callback_metrics
+    for key in ("train/d_loss", "train/g_loss", *extra):
+        assert torch.isfinite(metrics[key]), key
 
 
 def write_random_inception_weights(path: Path) -> None:

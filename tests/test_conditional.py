@@ -1,4 +1,4 @@
-"""Class-conditional families: cGAN (MLP and convolutional) and ACGAN."""
+"""Class-conditional families: cGAN (MLP and convolutional), ACGAN and the DCGAN-sized projection cGAN."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from torch import nn
 
 from gansuite.errors import ConfigError
 from gansuite.losses import Objective, bce_d, nonsaturating_g
-from gansuite.models import acgan, cgan
+from gansuite.models import acgan, cgan, projection
 from gansuite.models.base import ConditionalGAN
+from gansuite.models.resnet import CategoricalConditionalBatchNorm2d
 from gansuite.train import build, train
 
-from .conftest import make_cfg
+from .conftest import assert_trained, make_cfg
 
 SHAPE = (1, 28, 28)
-CONDITIONAL = ["cgan", "cgan_mlp", "acgan"]
+CONDITIONAL = ["cgan", "cgan_mlp", "acgan", "projection"]
 
 
 def _generators():
@@ -41,10 +42,11 @@ def test_the_generator_output_depends_on_the_label(net):
 def _discriminators():
     torch.manual_seed(0)
     return [cgan.MLPDiscriminator(shape=SHAPE, num_classes=10, x_width=16, y_width=8, joint_width=16, dropout=0.0),
-            cgan.ConvDiscriminator(shape=SHAPE, num_classes=10, width=4, norm="none")]
+            cgan.ConvDiscriminator(shape=SHAPE, num_classes=10, width=4, norm="none"),
+            projection.Discriminator(shape=SHAPE, num_classes=10, width=4, hidden=16)]
 
 
-@pytest.mark.parametrize("net", _discriminators(), ids=["mlp", "conv"])
+@pytest.mark.parametrize("net", _discriminators(), ids=["mlp", "conv", "projection"])
 def test_the_discriminator_output_depends_on_the_label(net):
     net.eval()
     x = torch.randn(16, *SHAPE)
@@ -53,6 +55,42 @@ def test_the_discriminator_output_depends_on_the_label(net):
     out, out_shuffled = net(x, y), net(x, shuffled)
     assert out.shape == (16,)
     assert ((out - out_shuffled).abs() > 1e-6).all()
+
+
+def test_the_projection_generator_starts_class_blind_and_its_labels_act_through_the_norms():
+    torch.manual_seed(0)
+    g = projection.Generator(shape=SHAPE, num_classes=10, latent_dim=8, width=4).eval()
+    z = torch.randn(1, 8).expand(2, 8)
+    y = torch.tensor([3, 7])
+    out = g(z, y)
+    assert out.shape == (2, *SHAPE)
+    # Every class starts with gain 1 and bias 0: the label changes nothing yet.
+    torch.testing.assert_close(out[0], out[1], rtol=0, atol=0)
+    norms = [m for m in g.modules() if isinstance(m, CategoricalConditionalBatchNorm2d)]
+    assert len(norms) == 2  # 7 -> 14 -> 28 px: two hidden blocks, each with its conditional norm
+    for m in norms:
+        nn.init.normal_(m.gain.weight, 1.0, 0.3)
+        nn.init.normal_(m.bias.weight, 0.0, 0.3)
+    out = g(z, y)
+    assert (out[0] - out[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("spectral_norm", [True, False])
+def test_the_projection_score_moves_by_the_embedding_difference_times_the_features(spectral_norm):
+    torch.manual_seed(0)
+    # eval(): a spectrally normalized weight is then the same on every access (no power iteration).
+    d = projection.Discriminator(shape=SHAPE, num_classes=10, width=4, hidden=16, spectral_norm=spectral_norm).eval()
+    x = torch.randn(3, *SHAPE)
+    phi = d.features(x)
+    assert phi.shape == (3, 16)
+    e = d.embed.weight
+    # D(x, y) = head(phi) + <e_y, phi>: changing only y moves the score by <e_y1 - e_y0, phi>.
+    y0, y1 = torch.tensor([0, 1, 2]), torch.tensor([5, 1, 9])
+    expected = ((e[y1] - e[y0]) * phi).sum(dim=1)
+    torch.testing.assert_close(d(x, y1) - d(x, y0), expected, rtol=1e-4, atol=1e-5)
+    if spectral_norm:
+        # The normalized embedding's largest singular value is 1 (to the power iteration's accuracy).
+        torch.testing.assert_close(torch.linalg.matrix_norm(e, ord=2), torch.tensor(1.0), rtol=0, atol=0.05)
 
 
 def test_conditional_networks_refuse_data_without_classes():
@@ -88,20 +126,23 @@ class _FixedHeads(nn.Module):
         return zeros[:, 0], zeros.expand(-1, self.num_classes)
 
 
-@pytest.mark.parametrize("class_weight", [1.0, 0.5])
-def test_acgan_losses_add_the_class_cross_entropy(class_weight):
+@pytest.mark.parametrize(("class_weight", "fake_class_loss"), [(1.0, True), (0.5, True), (2.0, False)])
+def test_acgan_losses_add_the_class_cross_entropy(class_weight, fake_class_loss):
     k = 10
     module = acgan.ACGAN(generator=nn.Identity(), discriminator=_FixedHeads(k), g_optimizer=None, d_optimizer=None,
                          objective=Objective(bce_d, nonsaturating_g), latent_dim=8, num_classes=k,
-                         class_weight=class_weight, ema_decay=None)
+                         class_weight=class_weight, fake_class_loss=fake_class_loss, ema_decay=None)
     batch = (torch.zeros(4, *SHAPE), torch.tensor([0, 1, 2, 3]))
     fake = (torch.zeros(4, *SHAPE), torch.tensor([4, 5, 6, 7]))
     d_terms = module.discriminator_loss(batch, fake, regularize=False)
     g_terms = module.generator_loss(batch, fake)
     # Zero logits: each cross-entropy is log K; the BCE pair at score 0 is 2 log 2, the G term log 2.
+    # D's L_C has two cross-entropies (real and fake), or one (real) without the fake term.
     tol = dict(rtol=0.0, atol=1e-6)
-    torch.testing.assert_close(d_terms["class"], torch.tensor(2 * math.log(k)), **tol)
-    torch.testing.assert_close(d_terms["loss"], torch.tensor(2 * math.log(2) + class_weight * 2 * math.log(k)), **tol)
+    terms = 2 if fake_class_loss else 1
+    torch.testing.assert_close(d_terms["class"], torch.tensor(terms * math.log(k)), **tol)
+    torch.testing.assert_close(d_terms["loss"], torch.tensor(2 * math.log(2) + class_weight * terms * math.log(k)),
+                               **tol)
     torch.testing.assert_close(g_terms["loss"], torch.tensor(math.log(2) + class_weight * math.log(k)), **tol)
 
 
@@ -116,11 +157,7 @@ def test_acgan_discriminator_has_a_score_and_a_class_head():
 def test_conditional_models_train_and_draw_one_class_per_column(tmp_path, model):
     result = train(make_cfg(tmp_path, f"model={model}", "trainer.max_steps=2",
                             "callbacks.sample_grid.num_samples=20"))
-    metrics = result["trainer"].callback_metrics
-    for key in ("train/d_loss", "train/g_loss"):
-        assert torch.isfinite(metrics[key]), key
-    if model == "acgan":
-        assert torch.isfinite(metrics["train/d_class"]) and torch.isfinite(metrics["train/g_class"])
+    assert_trained(result, 2, *(["train/d_class", "train/g_class"] if model == "acgan" else []))
     with Image.open(tmp_path / "samples" / "step_000002.png") as grid:
         # save_image pads 2 px around 28 px cells: 10 columns (classes) by 2 rows.
         assert grid.size == (10 * 30 + 2, 2 * 30 + 2)

@@ -56,14 +56,18 @@ class ACGAN(ConditionalGAN):
 
     Args:
         class_weight: weight of the class loss L_C in both updates (the paper: 1).
+        fake_class_loss: D's L_C also covers the fakes, labelled with the classes they were made
+            for (the paper). False trains D's class head on real images only, so it never learns
+            to read G's ambiguous digits as the class G asked for; G's L_C is unchanged.
         (the rest: see :class:`gansuite.models.base.ConditionalGAN`)
     """
 
-    def __init__(self, *, class_weight: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, *, class_weight: float = 1.0, fake_class_loss: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not class_weight >= 0:
             raise ConfigError(f"model.module.class_weight must be >= 0 (got {class_weight!r}); the paper uses 1.0.")
         self.class_weight = class_weight
+        self.fake_class_loss = bool(fake_class_loss)
 
     def score(self, samples: Tensor, inputs: Any) -> Tensor:
         return self.discriminator(samples)[0]
@@ -74,7 +78,9 @@ class ACGAN(ConditionalGAN):
         real_out, real_logits = self.discriminator(real)
         fake_out, fake_logits = self.discriminator(fake_x)
         adversarial = self.objective.d_loss(real_out, fake_out)
-        class_loss = F.cross_entropy(real_logits, y) + F.cross_entropy(fake_logits, fake_y)
+        class_loss = F.cross_entropy(real_logits, y)
+        if self.fake_class_loss:
+            class_loss = class_loss + F.cross_entropy(fake_logits, fake_y)
         terms = {
             "loss": adversarial + self.class_weight * class_loss,
             "adv": adversarial,
