@@ -183,3 +183,13 @@ def test_presets_compose_and_build_their_networks(preset):
     d = instantiate(cfg.model.discriminator, shape=shape)
     assert len(g.nets) == len(d.nets) == 3
     assert cfg.callbacks.lapgan_levels._target_ == "gansuite.models.lapgan.LevelGrid"
+
+
+def test_the_level_grid_is_saved_at_each_period_and_at_the_end(tmp_path):
+    train(make_cfg(tmp_path, "experiment=lapgan_mnist", "model=lapgan", "trainer.max_steps=3",
+                   "callbacks.lapgan_levels.every_n_steps=2", "callbacks.lapgan_levels.num_samples=4"))
+    assert sorted(p.name for p in (tmp_path / "samples").glob("levels_*.png")) == [
+        "levels_step_000002.png", "levels_step_000003.png"]
+    with Image.open(tmp_path / "samples" / "levels_step_000003.png") as picture:
+        # 4 rows (samples) by 3 columns (levels), 28 px cells padded by 2 px.
+        assert picture.size == (3 * 30 + 2, 4 * 30 + 2)

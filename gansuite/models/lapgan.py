@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gansuite.callbacks import _PeriodicSamples, atomic_path
 from gansuite.errors import ConfigError
 from gansuite.models.base import AdversarialModule
 
@@ -368,7 +369,6 @@ def save_levels(module: LAPGAN, inputs: Sequence[Tensor], path: str | os.PathLik
     """
     from torchvision.utils import save_image
 
-    from gansuite.callbacks import atomic_path
     from gansuite.data import denormalize
 
     images = module.sample_levels(inputs, ema=ema)
@@ -380,8 +380,10 @@ def save_levels(module: LAPGAN, inputs: Sequence[Tensor], path: str | os.PathLik
         save_image(denormalize(grid), tmp, nrow=len(images), format="png")
 
 
-class LevelGrid(L.Callback):
+class LevelGrid(_PeriodicSamples):
     """Save :func:`save_levels` of fixed noise as ``samples/levels_step_XXXXXX.png`` every N steps and at the end.
+
+    The schedule, fixed inputs and argument checks are the sample grid's (``_PeriodicSamples``).
 
     Args:
         every_n_steps: period in gansuite steps (generator updates).
@@ -390,31 +392,11 @@ class LevelGrid(L.Callback):
         ema: draw from the EMA generator when there is one.
     """
 
-    def __init__(self, *, every_n_steps: int = 500, num_samples: int = 8, seed: int = 1234, ema: bool = True) -> None:
-        super().__init__()
-        for key, value in (("every_n_steps", every_n_steps), ("num_samples", num_samples)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"callbacks.lapgan_levels.{key} must be a positive integer (got {value!r}).")
-        self.every_n_steps, self.num_samples, self.seed, self.ema = every_n_steps, num_samples, seed, ema
-        self._last_step = 0
-        self._last_saved: int | None = None
+    config_key = "lapgan_levels"
+    default_num_samples = 8
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: LAPGAN) -> None:
-        self._last_step = pl_module.step
-
-    def on_train_batch_end(self, trainer, pl_module: LAPGAN, outputs, batch, batch_idx) -> None:
-        step = pl_module.step
-        if step // self.every_n_steps > self._last_step // self.every_n_steps:
-            self._save(trainer, pl_module, step)
-        self._last_step = step
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: LAPGAN) -> None:
-        if pl_module.step != self._last_saved:
-            self._save(trainer, pl_module, pl_module.step)
-
-    def _save(self, trainer: L.Trainer, pl_module: LAPGAN, step: int) -> None:
+    def _snapshot(self, trainer: L.Trainer, pl_module: LAPGAN, step: int) -> None:
         self._last_saved = step
         if trainer.is_global_zero:
-            inputs = pl_module.make_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
-            save_levels(pl_module, inputs, Path(trainer.default_root_dir) / "samples" / f"levels_step_{step:06d}.png",
+            save_levels(pl_module, self.fixed_inputs(pl_module), self.output_dir(trainer) / f"levels_step_{step:06d}.png",
                         ema=self.ema)
