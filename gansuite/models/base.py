@@ -58,6 +58,8 @@ class AdversarialModule(L.LightningModule):
 
     Args:
         generator, discriminator: built networks (a family with two of each passes ``nn.ModuleDict``s).
+            ``discriminator=None`` trains G alone on its own loss (SRResNet, the first stage of
+            SRGAN): every batch is one G update and no D optimizer is made.
         g_optimizer, d_optimizer: partials that take parameters and return an optimizer.
         objective: the adversarial loss pair (``gansuite.losses.Objective``).
         regularizer: D regularizer ``(critic, real, fake) -> penalty``, or None.
@@ -72,7 +74,7 @@ class AdversarialModule(L.LightningModule):
         self,
         *,
         generator: nn.Module,
-        discriminator: nn.Module,
+        discriminator: nn.Module | None,
         g_optimizer: OptimizerFactory,
         d_optimizer: OptimizerFactory,
         objective: Objective,
@@ -106,7 +108,7 @@ class AdversarialModule(L.LightningModule):
     # ----------------------------------------------------------------- counters
     @property
     def optimizer_steps_per_step(self) -> int:
-        return self.n_critic + 1
+        return self.n_critic + 1 if self.discriminator is not None else 1
 
     @property
     def step(self) -> int:
@@ -119,6 +121,8 @@ class AdversarialModule(L.LightningModule):
         return self._batches_at(self.trainer.global_step) if self._trainer else 0
 
     def _batches_at(self, global_step: int) -> int:
+        if self.discriminator is None:  # one batch per G update
+            return global_step
         # One batch per D update, and every optimizer step that is not a G update is a D update.
         return global_step - global_step // self.optimizer_steps_per_step
 
@@ -126,6 +130,8 @@ class AdversarialModule(L.LightningModule):
         """Batches a run of ``trainer.max_steps`` optimizer steps takes (for the progress bar)."""
         if trainer.max_steps is None or trainer.max_steps < 0:
             return None
+        if self.discriminator is None:
+            return trainer.max_steps
         return trainer.max_steps // self.optimizer_steps_per_step * self.n_critic
 
     # ------------------------------------------------------------ family hooks
@@ -169,11 +175,17 @@ class AdversarialModule(L.LightningModule):
     # ---------------------------------------------------------------- schedule
     def configure_optimizers(self):
         opt_g = self.g_optimizer(self.generator.parameters())
+        if self.discriminator is None:
+            return [opt_g], [self.g_scheduler(opt_g)] if self.g_scheduler else []
         opt_d = self.d_optimizer(self.discriminator.parameters())
         schedulers = [make(opt) for make, opt in ((self.g_scheduler, opt_g), (self.d_scheduler, opt_d)) if make]
         return [opt_g, opt_d], schedulers
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self.discriminator is None:
+            self._generator_step(self.optimizers(), batch, self.generate(batch))
+            self.log("step", float(self.step))
+            return
         opt_g, opt_d = self.optimizers()
         d_updates = self.batches_consumed  # D updates before this batch
         g_update_now = (d_updates + 1) % self.n_critic == 0
@@ -198,10 +210,10 @@ class AdversarialModule(L.LightningModule):
         # trainer/global_step), the unit of max_steps, checkpoint names and sample grids.
         self.log("step", float(self.step))
 
-        if not g_update_now:
-            return
+        if g_update_now:
+            self._generator_step(opt_g, batch, fake)
 
-        # --- generator update
+    def _generator_step(self, opt_g, batch: Any, fake: Any) -> None:
         self.toggle_optimizer(opt_g)
         terms = self.generator_loss(batch, fake)
         self._update(opt_g, terms["loss"], "train/g_loss")
@@ -358,3 +370,85 @@ class ConditionalGAN(AdversarialModule):
     def generator_loss(self, batch, fake: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         fake_x, y = fake
         return {"loss": self.objective.g_loss(self.discriminator(fake_x, y))}
+
+
+class PairedTranslationGAN(AdversarialModule):
+    """x_a -> x_b learned from aligned pairs: pix2pix, SRResNet and SRGAN. Batches are ``(a, b)``.
+
+    G's loss is ``content_weight * content_loss(G(a), b) + adversarial_weight * objective.g_loss``;
+    with ``discriminator=None`` it is the content term alone. A conditional D judges the pair
+    ``discriminator(a, b)`` (pix2pix); otherwise ``discriminator(b)`` (SRGAN).
+
+    Grids, the dry run and evaluation draw their inputs from ``examples``, held-out pairs that
+    the data module hands over (kept with the module, not in checkpoints). ``make_inputs``
+    returns ``(a, b)``, so a grid can show the target beside the output.
+
+    Args:
+        examples: ``(a, b)`` held-out source and target images.
+        content_loss: ``(output, target) -> scalar``, e.g. ``torch.nn.L1Loss()``; None for none.
+        content_weight, adversarial_weight: the weights of G's two terms.
+        conditional_d: D sees the source image as well as the (real or generated) target.
+        (the rest: see :class:`AdversarialModule`)
+    """
+
+    def __init__(self, *, examples: tuple[Tensor, Tensor], content_loss: Callable[[Tensor, Tensor], Tensor] | None,
+                 content_weight: float = 1.0, adversarial_weight: float = 1.0, conditional_d: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.discriminator is None and content_loss is None:
+            raise ValueError("PairedTranslationGAN: without a discriminator G needs a content loss")
+        a, b = examples
+        if len(a) != len(b) or len(a) == 0:
+            raise ValueError(f"PairedTranslationGAN: examples must be non-empty aligned pairs, got {len(a)} and {len(b)}")
+        self.register_buffer("examples_a", a, persistent=False)
+        self.register_buffer("examples_b", b, persistent=False)
+        self.content_loss = content_loss
+        self.content_weight = content_weight
+        self.adversarial_weight = adversarial_weight
+        self.conditional_d = conditional_d
+
+    def make_inputs(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        size = len(self.examples_a)
+        # Distinct examples when there are enough; a fixed seed gives the same ones in every run.
+        idx = torch.randperm(size, generator=generator)[:n] if n <= size else torch.randint(size, (n,), generator=generator)
+        idx = idx.to(self.examples_a.device)
+        return self.examples_a[idx], self.examples_b[idx]
+
+    def run_generator(self, net: nn.Module, inputs: tuple[Tensor, Tensor]) -> Tensor:
+        return net(inputs[0])
+
+    def _judge(self, source: Tensor, target: Tensor) -> Tensor:
+        return self.discriminator(source, target) if self.conditional_d else self.discriminator(target)
+
+    def score(self, samples: Tensor, inputs: tuple[Tensor, Tensor]) -> Tensor:
+        return self._judge(inputs[0], samples)
+
+    def generate(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        return self.generator(batch[0])
+
+    def discriminator_loss(self, batch, fake: Tensor, regularize: bool) -> dict[str, Tensor]:
+        source, real = batch
+        fake = fake.detach()
+        real_out, fake_out = self._judge(source, real), self._judge(source, fake)
+        terms = {
+            "loss": self.objective.d_loss(real_out, fake_out),
+            "real_score": real_out.mean(),
+            "fake_score": fake_out.mean(),
+        }
+        if regularize:
+            critic = (lambda x: self.discriminator(source, x)) if self.conditional_d else self.discriminator
+            terms["reg"] = self.regularizer(critic, real, fake)
+        return terms
+
+    def generator_loss(self, batch, fake: Tensor) -> dict[str, Tensor]:
+        source, real = batch
+        terms: dict[str, Tensor] = {}
+        loss = fake.new_zeros(())
+        if self.content_loss is not None:
+            terms["content"] = self.content_loss(fake, real)
+            loss = loss + self.content_weight * terms["content"]
+        if self.discriminator is not None:
+            terms["adversarial"] = self.objective.g_loss(self._judge(source, fake))
+            loss = loss + self.adversarial_weight * terms["adversarial"]
+        terms["loss"] = loss
+        return terms

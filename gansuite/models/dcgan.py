@@ -18,7 +18,7 @@ from gansuite.errors import ConfigError
 RESOLUTIONS = {28: 7, 32: 4, 64: 4}  # resolution -> size of the first feature map
 
 
-def _layout(shape: tuple[int, ...], key: str) -> tuple[int, int, int]:
+def layout(shape: tuple[int, ...], key: str) -> tuple[int, int, int]:
     """(channels, size of the first map, number of 2x up/down-sampling stages) for a sample shape."""
     if len(shape) != 3:
         raise ConfigError(
@@ -54,7 +54,7 @@ class Generator(nn.Module):
 
     def __init__(self, *, shape: tuple[int, ...], latent_dim: int = 100, width: int = 64) -> None:
         super().__init__()
-        channels, size0, stages = _layout(shape, "model.generator")
+        channels, size0, stages = layout(shape, "model.generator")
         ch = width * 2 ** (stages - 1)
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(latent_dim, ch, size0, 1, 0, bias=False),
@@ -94,7 +94,7 @@ class Discriminator(nn.Module):
         super().__init__()
         if norm not in ("batch", "layer", "none"):
             raise ConfigError(f"model.discriminator.norm must be batch, layer or none (got {norm!r}).")
-        channels, size0, stages = _layout(shape, "model.discriminator")
+        channels, size0, stages = layout(shape, "model.discriminator")
 
         def conv(c_in: int, c_out: int, k: int, s: int, p: int) -> nn.Module:
             layer = nn.Conv2d(c_in, c_out, k, s, p, bias=norm == "none")

@@ -42,7 +42,7 @@ class Generator(nn.Module):
     def __init__(self, *, shape: tuple[int, ...], num_classes: int, latent_dim: int = 100, width: int = 64) -> None:
         super().__init__()
         self.num_classes = check_classes(num_classes, "model.generator")
-        channels, size0, stages = dcgan._layout(shape, "model.generator")
+        channels, size0, stages = dcgan.layout(shape, "model.generator")
         ch = width * 2 ** (stages - 1)
         self.convs = nn.ModuleList([nn.ConvTranspose2d(latent_dim, ch, size0, 1, 0, bias=False)])
         self.norms = nn.ModuleList([CategoricalConditionalBatchNorm2d(ch, num_classes)])
