@@ -51,6 +51,7 @@ class _PeriodicSamples(L.Callback):
     config_key = ""  # the entry in conf/callbacks/default.yaml, for error messages
 
     default_num_samples = 64
+    file_prefix = ""  # PNGs are <file_prefix>step_XXXXXX.png
 
     def __init__(
         self,
@@ -123,8 +124,12 @@ class _PeriodicSamples(L.Callback):
             self._applies = self._accepts(pl_module.sample(probe, ema=self.ema))
         if not self._applies:
             return
-        samples = pl_module.sample(self.fixed_inputs(pl_module), ema=self.ema)
-        path = self.output_dir(trainer) / f"step_{step:06d}.png"
+        # A private RNG stream: a generator with noise at sampling time (pix2pix's dropout) draws the
+        # same noise in every snapshot, and training's random stream is left as it was.
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+            torch.manual_seed(self.seed)
+            samples = pl_module.sample(self.fixed_inputs(pl_module), ema=self.ema)
+        path = self.output_dir(trainer) / f"{self.file_prefix}step_{step:06d}.png"
         with atomic_path(path) as tmp:
             self._render(samples.detach().float().cpu(), tmp, trainer, step)
         _send_to_loggers(trainer, path, step)
@@ -336,3 +341,137 @@ class GANProgressBar(RichProgressBar):
         if self._steps_per_s is not None:
             shown["steps/s"] = f"{self._steps_per_s:.2f}"
         return shown
+
+
+class TranslationGrid(_PeriodicSamples):
+    """Save rows of input | output | target for an image-to-image model as ``samples/pairs_step_XXXXXX.png``.
+
+    The inputs are fixed held-out examples (``make_inputs`` of a paired or unpaired family,
+    which returns ``(source, target)``). Sources smaller than the output (super-resolution) are
+    enlarged with nearest-neighbour so their pixels stay visible; grey sources beside colour
+    outputs are repeated to three channels. For unpaired data the third column is an unrelated
+    image of the target domain, shown for its style. Silent for other families.
+
+    Args: as for :class:`SampleGrid`; ``num_samples`` is the number of rows.
+    """
+
+    config_key = "translation_grid"
+    default_num_samples = 8
+    file_prefix = "pairs_"
+    _probe_inputs: Any = None
+
+    def _accepts(self, samples: torch.Tensor) -> bool:
+        module_inputs = self._probe_inputs
+        return samples.ndim == 4 and isinstance(module_inputs, tuple) and len(module_inputs) == 2 \
+            and module_inputs[1].is_floating_point() and module_inputs[0].ndim == 4
+
+    def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        if self._applies is None:
+            self._probe_inputs = pl_module.make_inputs(1, torch.Generator().manual_seed(self.seed))
+        super()._snapshot(trainer, pl_module, step)
+
+    def _render(self, samples: torch.Tensor, path: Path, trainer: L.Trainer, step: int) -> None:
+        from torchvision.utils import save_image
+
+        source, target = (t.detach().float().cpu() for t in self._inputs)
+        columns = [to_canvas(source, samples), samples, to_canvas(target, samples)]
+        rows = torch.stack(columns, dim=1).flatten(0, 1)
+        save_image(denormalize(rows), path, nrow=3, padding=2, pad_value=1.0, format="png")
+
+
+def to_canvas(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` resized (nearest) and channel-matched to ``like``'s (C, H, W), to sit beside it in a grid."""
+    if tuple(x.shape[-2:]) != tuple(like.shape[-2:]):
+        x = torch.nn.functional.interpolate(x, size=like.shape[-2:], mode="nearest")
+    if x.shape[1] != like.shape[1]:
+        x = x.mean(dim=1, keepdim=True).expand(-1, like.shape[1], -1, -1)
+    return x
+
+
+class TranslationMetrics(L.Callback):
+    """Held-out PSNR, SSIM and L1 of a paired model's outputs, beside a baseline's, every N steps and at the end.
+
+    Measures every pair of ``trainer.datamodule.heldout_pairs()`` (for SR from photos: whole
+    held-out images) with :mod:`gansuite.metrics.paired`: PSNR and SSIM on Y (grey images as they
+    are), ``border`` pixels cropped. The baseline is bicubic upsampling when the source is smaller
+    than the target (super-resolution; then the border is the scale, as in the SR papers) and the
+    source itself when both have one shape (pix2pix's "return the input"). Logs ``val/psnr``,
+    ``val/ssim``, ``val/l1`` and ``val/baseline_psnr`` ... and writes them with their protocol to
+    ``<run>/eval/translation_step_XXXXXX.json``. Silent for data without held-out pairs or
+    of kind other than paired.
+
+    Args:
+        every_n_steps: gansuite steps between measurements.
+        ema: measure the EMA generator when the module keeps one.
+        seed: seeds any noise G draws at test time (pix2pix's dropout), so a measurement repeats.
+    """
+
+    def __init__(self, *, every_n_steps: int = 500, ema: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        if every_n_steps < 1:
+            raise ConfigError(f"callbacks.translation_metrics.every_n_steps is {every_n_steps}; "
+                              "set it to a positive number of steps.")
+        self.every_n_steps, self.ema, self.seed = every_n_steps, ema, seed
+        self._last_step = 0
+        self._last_saved: int | None = None
+        self.last: dict[str, Any] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = pl_module.step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = pl_module.step
+        if step // self.every_n_steps > self._last_step // self.every_n_steps:
+            self._measure(trainer, pl_module, step)
+        self._last_step = step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.step != self._last_saved:
+            self._measure(trainer, pl_module, pl_module.step)
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        self._last_saved = step
+        datamodule = getattr(trainer, "datamodule", None)
+        if getattr(datamodule, "kind", None) != "paired" or not trainer.is_global_zero:
+            return
+        record = measure_pairs(pl_module, datamodule.heldout_pairs(), ema=self.ema, seed=self.seed)
+        record.update(step=step, data=datamodule.name, ema=bool(self.ema and pl_module.generator_ema is not None))
+        self.last = record
+        for logger in trainer.loggers:
+            logger.log_metrics({f"val/{k}": v for k, v in record["values"].items()}, step=step)
+        _write_json(Path(trainer.default_root_dir) / "eval" / f"translation_step_{step:06d}.json", record)
+
+
+@torch.no_grad()
+def measure_pairs(module: L.LightningModule, pairs: list[tuple[torch.Tensor, torch.Tensor]], *, ema: bool = True,
+                  seed: int = 0) -> dict[str, Any]:
+    """PSNR / SSIM / L1 of ``module``'s outputs on ``(source, target)`` batches and of the baseline; see
+    :class:`TranslationMetrics`. Returns ``{"values": {...}, "protocol": {...}}``; the RNG is left as it was."""
+    from gansuite.metrics import paired
+
+    sums: dict[str, float] = {}
+    count, protocol = 0, None
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        torch.manual_seed(seed)
+        for a, b in pairs:
+            a, b = a.to(module.device), b.to(module.device)
+            out = module.sample((a, b), ema=ema).float()
+            scale = b.shape[-1] // a.shape[-1]
+            if scale > 1:
+                baseline, border, kind = paired.bicubic_upsample(a, scale), scale, "bicubic"
+            elif a.shape == b.shape:
+                baseline, border, kind = a, 0, "input"
+            else:
+                baseline, border, kind = None, 0, None
+            protocol = {"y_channel": b.shape[1] == 3, "border": border, "baseline": kind,
+                        "ssim": {"window": paired.SSIM_WINDOW, "sigma": paired.SSIM_SIGMA}}
+            for prefix, images in (("", out), ("baseline_", baseline)):
+                if images is None:
+                    continue
+                values = {"psnr": paired.psnr_y(images, b, border), "ssim": paired.ssim_y(images, b, border),
+                          "l1": paired.l1(paired.crop_border(images, border), paired.crop_border(b, border))}
+                for name, v in values.items():
+                    sums[prefix + name] = sums.get(prefix + name, 0.0) + float(v.double().sum())
+            count += len(b)
+    protocol = dict(protocol or {}, num_images=count, per_image_mean=True)
+    return {"values": {k: v / count for k, v in sums.items()}, "protocol": protocol}

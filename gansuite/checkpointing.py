@@ -85,30 +85,30 @@ class RunInfo(Callback):
                 checkpoint["wandb_run_id"] = logger.version
 
 
-def resolve_resume(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory whose checkpoints/last.ckpt is taken."""
+def resolve_resume(path: str | Path, key: str = "resume") -> Path:
+    """A checkpoint file, or a run directory whose checkpoints/last.ckpt is taken (``key`` names the option)."""
     path = Path(path).expanduser()
     if path.is_dir():
         for candidate in (path / "checkpoints" / LAST, path / LAST):
             if candidate.is_file():
                 return candidate
-        raise ConfigError(f"resume: {path} holds no checkpoints/{LAST}; pass a .ckpt file or a gansuite run directory.")
+        raise ConfigError(f"{key}: {path} holds no checkpoints/{LAST}; pass a .ckpt file or a gansuite run directory.")
     if not path.is_file():
-        raise ConfigError(f"resume: {path} does not exist; pass a .ckpt file or a gansuite run directory.")
+        raise ConfigError(f"{key}: {path} does not exist; pass a .ckpt file or a gansuite run directory.")
     return path
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path, key: str = "resume") -> dict[str, Any]:
     """Load a checkpoint on the CPU, turning an unreadable file into a one-sentence error."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise ConfigError(
-            f"resume: {path} is not a readable checkpoint ({type(err).__name__}); "
+            f"{key}: {path} is not a readable checkpoint ({type(err).__name__}); "
             "pass a .ckpt written by gansuite-train."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "loops" not in checkpoint:
-        raise ConfigError(f"resume: {path} is not a gansuite training checkpoint; pass a .ckpt written by gansuite-train.")
+        raise ConfigError(f"{key}: {path} is not a gansuite training checkpoint; pass a .ckpt written by gansuite-train.")
     return checkpoint
 
 

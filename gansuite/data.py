@@ -154,7 +154,8 @@ class GANDataModule(L.LightningDataModule):
         self.setup()
         self._sampler = InfiniteSampler(len(self._train), self.seed, start=self._skip * self.batch_size)
         self._skip = 0
-        batched = isinstance(self._train, TensorBatches)
+        # A dataset with __getitems__ (TensorBatches, SR crops) returns whole batches: no collate.
+        batched = hasattr(self._train, "__getitems__")
         return DataLoader(
             self._train,
             batch_sampler=BatchSampler(self._sampler, self.batch_size, drop_last=True),
@@ -206,7 +207,7 @@ class GANDataModule(L.LightningDataModule):
         indices = list(indices)
         if not indices:
             return torch.empty((0, *self.shape)), torch.empty(0, dtype=torch.long)
-        if isinstance(ds, TensorBatches):
+        if hasattr(ds, "__getitems__"):
             return ds.__getitems__(indices)
         xs, ys = zip(*(ds[i] for i in indices), strict=True)
         return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)

@@ -352,6 +352,10 @@ def make_evaluator(
     shape = tuple(datamodule.shape)
     if len(shape) != 3:
         return None
+    if getattr(datamodule, "kind", None) and extractor == "auto":
+        # Image pairs: callbacks.translation_metrics measures PSNR / SSIM / L1 against the targets;
+        # FID of the translations against the target domain is opt-in (eval.extractor=inception).
+        return None
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
     stacked = isinstance(datamodule, StackedMNIST)
     if extractor == "auto":

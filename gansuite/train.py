@@ -88,6 +88,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.deterministic must be true or false (got {cfg.trainer.deterministic!r}).")
 
 
+_PAIR_DATA = {"paired": "data=sr_mnist, sr_photos, edges2digits or paired_folder",
+              "unpaired": "data=digit_styles or unpaired_folders"}
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     """The data module and the GAN module a config describes, checked against each other."""
     validate(cfg)
@@ -100,10 +104,25 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
             "pick labelled data (data=mnist_offline, mnist, cifar10) or an unconditional model."
         )
     shape = tuple(datamodule.shape)
+    # Image-to-image families need (source, target) data of their kind, and size their nets from both.
+    want, have = cfg.model.get("data_kind"), getattr(datamodule, "kind", None)
+    if want != have:
+        if want is None:
+            raise ConfigError(f"model={cfg.model.name} makes images from noise but data={datamodule.name} holds "
+                              f"{have} image pairs; pick an image-to-image model (srgan, pix2pix, cyclegan).")
+        raise ConfigError(f"model={cfg.model.name} needs {want} image pairs but data={datamodule.name} "
+                          f"{'holds ' + have + ' pairs' if have else 'is not image pairs'}; "
+                          f"pick {want} data ({_PAIR_DATA[want]}).")
     # A conditional family's networks and module size their label embeddings and heads from the data.
     classes = {"num_classes": datamodule.num_classes} if cfg.model.get("conditional") else {}
+    if have:
+        classes["source_shape"] = tuple(datamodule.source_shape)
     generator = _build("model.generator", cfg.model.generator, shape=shape, **classes)
-    discriminator = _build("model.discriminator", cfg.model.discriminator, shape=shape, **classes)
+    discriminator = None
+    if cfg.model.discriminator is not None:
+        discriminator = _build("model.discriminator", cfg.model.discriminator, shape=shape, **classes)
+    if have:
+        classes = {"examples": datamodule.examples()}
     pack = getattr(discriminator, "pack", 1)
     if datamodule.batch_size % pack:
         raise ConfigError(
@@ -117,7 +136,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
         generator=generator,
         discriminator=discriminator,
         g_optimizer=_build("model.g_optimizer", cfg.model.g_optimizer),
-        d_optimizer=_build("model.d_optimizer", cfg.model.d_optimizer),
+        d_optimizer=_build("model.d_optimizer", cfg.model.d_optimizer) if cfg.model.d_optimizer else None,
         g_scheduler=_build("model.g_scheduler", cfg.model.g_scheduler) if cfg.model.g_scheduler else None,
         d_scheduler=_build("model.d_scheduler", cfg.model.d_scheduler) if cfg.model.d_scheduler else None,
         objective=_build("loss.objective", cfg.loss.objective),
@@ -141,6 +160,9 @@ def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...])
             f"model={cfg.model.name} makes samples of shape {tuple(made.shape[1:])} but the data gives {shape}; "
             "set data.resolution (and model.generator options) so that they match."
         )
+    if module.discriminator is None:
+        _check_optimizers(module)
+        return
     module.discriminator.eval()
     try:
         with torch.no_grad():
@@ -156,8 +178,12 @@ def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...])
                 raise ConfigError(f"{key}: {err}; fix the options of {key} (see `gansuite-train --cfg job`).") from None
     finally:
         module.discriminator.train()
-    for net, make_opt, make_sched in (("g", module.g_optimizer, module.g_scheduler),
-                                      ("d", module.d_optimizer, module.d_scheduler)):
+    _check_optimizers(module)
+
+
+def _check_optimizers(module: L.LightningModule) -> None:
+    nets = (("g", module.g_optimizer, module.g_scheduler), ("d", module.d_optimizer, module.d_scheduler))
+    for net, make_opt, make_sched in nets[: 1 if module.discriminator is None else 2]:
         key = f"model.{net}_optimizer"
         try:
             optimizer = make_opt(getattr(module, "generator" if net == "g" else "discriminator").parameters())
@@ -168,6 +194,25 @@ def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...])
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             raise ConfigError(f"{key}: ReduceLROnPlateau needs a metric that GAN training does not have; "
                               "use a step-based scheduler such as LinearLR or ExponentialLR.")
+
+
+def init_generator(module: L.LightningModule, path: str) -> None:
+    """Start G (and its EMA copy) from another run's generator, e.g. SRGAN from SRResNet; nothing else is taken."""
+    ckpt = resolve_resume(path, key="model.init_generator")
+    state = read_checkpoint(ckpt, key="model.init_generator")["state_dict"]
+    for name in ("generator", "generator_ema"):
+        net = getattr(module, name)
+        if net is None:
+            continue
+        prefix = f"{name}." if any(k.startswith(f"{name}.") for k in state) else "generator."
+        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0].rstrip(":. ")
+            raise ConfigError(f"model.init_generator: the generator in {ckpt} does not fit this model's ({first}); "
+                              "use the same model.generator options as that run.") from None
+    log.info(f"generator initialised from {ckpt}")
 
 
 EVAL_OPTIONS = ("extractor", "metrics", "num_samples", "num_real", "reference_split", "batch_size", "seed",
@@ -235,6 +280,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = build(cfg)
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.model.get("init_generator") and not cfg.get("resume"):
+        init_generator(module, cfg.model.init_generator)
     ckpt_path, resume_id = None, None
     if cfg.get("resume"):
         ckpt_path = resolve_resume(cfg.resume)

@@ -24,6 +24,7 @@ TINY = [
     "data.batch_size=8",
     "eval=none",
 ]
+IMAGE_TO_IMAGE = ("srresnet", "srgan", "pix2pix", "cyclegan")
 TINY_WIDTH = {
     "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
     "gan": ["model.generator.width=16", "model.discriminator.width=16", "model.generator.depth=1",
@@ -38,6 +39,11 @@ TINY_WIDTH = {
     "resnet_wgan_gp": ["model.generator.width=8", "model.discriminator.width=8"],
     "sngan": ["model.generator.width=8", "model.discriminator.width=8"],
     "sngan_projection": ["model.generator.width=8", "model.discriminator.width=8"],
+    "srresnet": ["model.generator.width=4", "model.generator.blocks=1"],
+    "srgan": ["model.generator.width=4", "model.generator.blocks=1", "model.discriminator.width=4",
+              "model.discriminator.hidden=8"],
+    "pix2pix": ["model.generator.width=4", "model.discriminator.width=4"],
+    "cyclegan": ["model.generator.width=4", "model.generator.n_blocks=1", "model.discriminator.width=4"],
     "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
                  "model.discriminator.x_width=16", "model.discriminator.y_width=8",
                  "model.discriminator.joint_width=16"],
@@ -51,6 +57,8 @@ def make_cfg(tmp_path: Path, *overrides: str, tiny: bool = True) -> DictConfig:
         model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "dcgan")
         groups = {o.split("=", 1)[0] for o in overrides if "=" in o and "." not in o.split("=", 1)[0]}
         tiny = [o for o in TINY if o.split("=", 1)[0] not in groups]
+        if model in IMAGE_TO_IMAGE:  # no noise vector to shrink
+            tiny = [o for o in tiny if not o.startswith("model.latent_dim")]
         overrides = tiny + TINY_WIDTH.get(model, []) + overrides
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)

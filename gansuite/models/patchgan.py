@@ -49,6 +49,11 @@ class PatchDiscriminator(nn.Module):
             raise ConfigError(f"model.discriminator.norm: {norm!r} is unknown; use batch or instance.")
         if not isinstance(n_layers, int) or n_layers < 1:
             raise ConfigError(f"model.discriminator.n_layers must be a positive integer (got {n_layers!r}).")
+        smallest = 3 * 2**n_layers  # each stride-2 layer halves; the two stride-1 ones need 3 px left
+        if min(shape[1:]) < smallest:
+            raise ConfigError(f"model.discriminator.n_layers={n_layers} needs images of at least {smallest} px but the "
+                              f"data gives {shape[1]}x{shape[2]}; lower model.discriminator.n_layers or raise "
+                              "data.resolution.")
         channels = shape[0]
         if conditional:
             if source_shape is None:
@@ -74,6 +79,8 @@ class PatchDiscriminator(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.normal_(m.weight, 1.0, 0.02)
                 nn.init.zeros_(m.bias)
