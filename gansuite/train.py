@@ -88,7 +88,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.deterministic must be true or false (got {cfg.trainer.deterministic!r}).")
 
 
-_PAIR_DATA = {"paired": "data=sr_mnist, sr_photos, edges2digits or paired_folder",
+_PAIR_DATA = {"paired": "data=sr_mnist, sr_photos, sr_folder, edges2digits or paired_folder",
               "unpaired": "data=digit_styles or unpaired_folders"}
 
 

@@ -15,12 +15,16 @@ STAND_INS = {
     "gansuite.data.MNIST": ["data=mnist_offline"],
     "gansuite.data.CIFAR10": ["data=mnist_offline", "data.resolution=32"],
     "gansuite.data.ImageFolder": ["data=mnist_offline", "data.resolution=64"],
+    "gansuite.pairs.SuperResolution:folder": ["data=sr_mnist"],
+    "gansuite.pairs.PairedFolder": ["data=edges2digits", "~data.direction"],
+    "gansuite.pairs.UnpairedFolders": ["data=digit_styles"],
 }
 
 
 def _preset_cfg(tmp_path, preset: str, *extra: str):
     full = make_cfg(tmp_path, f"experiment={preset}", tiny=False)
-    stand_in = STAND_INS.get(full.data._target_, [])
+    source = OmegaConf.select(full, "data.source")
+    stand_in = STAND_INS.get(f"{full.data._target_}:{source}" if source else full.data._target_, [])
     # Naming the preset's own model again changes nothing but lets make_cfg pick its tiny widths.
     return full, make_cfg(tmp_path, f"experiment={preset}", f"model={full.model.name}", *stand_in, *extra)
 
