@@ -14,7 +14,14 @@ from gansuite.callbacks import measure_pairs
 from gansuite.errors import ConfigError
 from gansuite.metrics.paired import bicubic_downsample
 from gansuite.models import srgan
-from gansuite.pairs import DigitStyles, EdgesToDigits, PairedFolder, SuperResolution, UnpairedFolders, digit_edges
+from gansuite.pairs import (
+    DigitStyles,
+    EdgesToDigits,
+    PairedFolder,
+    SuperResolution,
+    UnpairedFolders,
+    digit_edges,
+)
 from gansuite.train import build, train
 
 from .conftest import assert_trained, make_cfg
