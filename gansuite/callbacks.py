@@ -406,12 +406,15 @@ class TranslationMetrics(L.Callback):
         seed: seeds any noise G draws at test time (pix2pix's dropout), so a measurement repeats.
     """
 
-    def __init__(self, *, every_n_steps: int = 500, ema: bool = True, seed: int = 0) -> None:
+    def __init__(self, *, every_n_steps: int = 500, ema: bool = True, seed: int = 0, classify: bool = False,
+                 cache_dir: str | os.PathLike | None = None) -> None:
         super().__init__()
         if every_n_steps < 1:
             raise ConfigError(f"callbacks.translation_metrics.every_n_steps is {every_n_steps}; "
                               "set it to a positive number of steps.")
         self.every_n_steps, self.ema, self.seed = every_n_steps, ema, seed
+        self.classify, self.cache_dir = classify, cache_dir
+        self._classifier = None
         self._last_step = 0
         self._last_saved: int | None = None
         self.last: dict[str, Any] | None = None
@@ -432,14 +435,62 @@ class TranslationMetrics(L.Callback):
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_saved = step
         datamodule = getattr(trainer, "datamodule", None)
-        if getattr(datamodule, "kind", None) != "paired" or not trainer.is_global_zero:
+        kind = getattr(datamodule, "kind", None)
+        if not trainer.is_global_zero:
             return
-        record = measure_pairs(pl_module, datamodule.heldout_pairs(), ema=self.ema, seed=self.seed)
+        if kind == "paired":
+            record = measure_pairs(pl_module, datamodule.heldout_pairs(), ema=self.ema, seed=self.seed)
+        elif kind == "unpaired" and hasattr(pl_module, "translate"):
+            record = measure_cycle(pl_module, datamodule, self._domain_classifier(datamodule), ema=self.ema)
+        else:
+            return
         record.update(step=step, data=datamodule.name, ema=bool(self.ema and pl_module.generator_ema is not None))
         self.last = record
         for logger in trainer.loggers:
             logger.log_metrics({f"val/{k}": v for k, v in record["values"].items()}, step=step)
         _write_json(Path(trainer.default_root_dir) / "eval" / f"translation_step_{step:06d}.json", record)
+
+
+    def _domain_classifier(self, datamodule: Any):
+        """With ``classify``: the domain classifier of domain B, trained once and cached (None without labels)."""
+        if not self.classify or not hasattr(datamodule, "domain_b_data"):
+            return None
+        if self._classifier is None:
+            from gansuite.metrics.classifier import classifier_for
+
+            with torch.random.fork_rng(devices=[]):
+                found = classifier_for(datamodule.domain_b_data(), self.cache_dir)
+            self._classifier = found[0] if found else None
+        return self._classifier
+
+
+@torch.no_grad()
+def measure_cycle(module: L.LightningModule, datamodule: Any, classifier: torch.nn.Module | None = None, *,
+                  ema: bool = True) -> dict[str, Any]:
+    """Held-out cycle error of an unpaired model and, given B's domain classifier and A's labels, whether
+    translations A -> B keep the class.
+
+    ``cycle_l1_a`` is the mean |F(G(a)) - a| over the held-out A images ([-1, 1] scale), ``cycle_l1_b``
+    the same for B. ``class_kept_a2b`` is the fraction of G(a) that B's classifier reads as a's label,
+    beside ``baseline_class_kept_a2b``: the same classifier on the untranslated a.
+    """
+    from gansuite.metrics.classifier import predict
+
+    a, b = datamodule.heldout_a, datamodule.heldout_b
+    values: dict[str, float] = {}
+    translated = {}
+    for name, x, there, back in (("a", a, "a2b", "b2a"), ("b", b, "b2a", "a2b")):
+        moved = torch.cat([module.translate(part, there, ema=ema).float() for part in x.split(250)])
+        returned = torch.cat([module.translate(part, back, ema=ema).float() for part in moved.split(250)])
+        values[f"cycle_l1_{name}"] = float((returned.cpu() - x).abs().mean())
+        translated[name] = moved.cpu()
+    protocol: dict[str, Any] = {"num_a": len(a), "num_b": len(b)}
+    labels = getattr(datamodule, "labels_a", None)
+    if classifier is not None and labels is not None:
+        values["class_kept_a2b"] = float((predict(classifier, translated["a"]) == labels).float().mean())
+        values["baseline_class_kept_a2b"] = float((predict(classifier, a) == labels).float().mean())
+        protocol["classifier"] = "domain classifier of B (gansuite.metrics.classifier)"
+    return {"values": values, "protocol": protocol}
 
 
 @torch.no_grad()

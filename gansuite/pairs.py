@@ -516,6 +516,12 @@ class DigitStyles(UnpairedDataModule):
         self._set(xa[ta], xb[tb], xa[ha], xb[hb])
         self.labels_a, self.labels_b = ya[ha], yb[hb]
 
+    def domain_b_data(self):
+        """Domain B as labelled image data, for a domain classifier that reads translations A -> B."""
+        from gansuite.data import OfflineMNIST
+
+        return OfflineMNIST(resolution=self.resolution, heldout_size=self.heldout_b_size)
+
 
 class UnpairedFolders(UnpairedDataModule):
     """Two folders of images, one per domain (horse2zebra's trainA / trainB ...), resized to ``resolution``.

@@ -5,6 +5,7 @@
     gansuite-sample RUN --grid sevens.png --classes 7                          # a conditional model, one class
     gansuite-sample RUN --interpolate walk.png --rows 8 --steps 10
     gansuite-sample RUN --codes codes/                                         # InfoGAN: one grid per code
+    gansuite-sample RUN --translate photos/ --out upscaled/ [--from-hr]        # image-to-image models
 
 A checkpoint is rebuilt with the config it was trained with, as ``gansuite-eval`` does. Samples come
 from the EMA generator when the run kept one (``--raw`` for the trained one), on ``--device`` (cpu).
@@ -272,6 +273,88 @@ def save_code_grids(module: Any, out_dir: str | Path, rows: int = 8, steps: int 
 
 
 # ------------------------------------------------------------------------------------ checkpoint
+# ------------------------------------------------------------------------------------ image-to-image
+def _read_image(path: Path, channels: int) -> Tensor:
+    """An image file as (1, C, H, W) in [-1, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    except OSError as err:
+        raise ConfigError(f"--translate: {path} is not a readable image ({err}); remove it or fix it.") from None
+    x = torch.from_numpy(arr.copy()).float().div(127.5).sub(1)
+    return (x.permute(2, 0, 1) if x.ndim == 3 else x[None])[None]
+
+
+def save_translations(module: Any, in_dir: str | Path, out_dir: str | Path, *, direction: str = "a2b",
+                      targets: str | Path | None = None, from_hr: bool = False, ema: bool = True,
+                      seed: int = 0) -> list[Path]:
+    """Translate every image in ``in_dir`` with an image-to-image model; write ``out_dir/<name>.png`` (the
+    output) and ``out_dir/<name>_compare.png`` (input | output, and | target when known).
+
+    Super-resolution models upscale each image at its own size (their nets are fully convolutional);
+    other models see it resized to the size they were trained on. ``from_hr``: the images are
+    high-resolution targets, downsampled by the model's scale first (bicubic, as in training), so the
+    comparison shows input | output | target and their PSNR can be read off. ``targets``: a folder of
+    target images with the same file names. CycleGAN translates ``a2b`` or ``b2a``.
+    """
+    import torch.nn.functional as F
+    from torchvision.utils import save_image
+
+    from gansuite.callbacks import atomic_path, to_canvas
+    from gansuite.data import IMAGE_SUFFIXES, denormalize
+    from gansuite.metrics.paired import bicubic_downsample
+
+    cycle = hasattr(module, "translate")
+    if not cycle and not hasattr(module, "examples_a"):
+        raise ConfigError("--translate needs an image-to-image model (srresnet, srgan, pix2pix, cyclegan); this "
+                          "checkpoint makes images from noise: use --grid or --folder.")
+    if direction not in ("a2b", "b2a"):
+        raise ConfigError(f"--direction {direction!r} is unknown; use a2b or b2a.")
+    if direction == "b2a" and not cycle:
+        raise ConfigError("--direction b2a applies to CycleGAN only; a paired model translates one way.")
+    if cycle:
+        src, dst = module.examples_a, module.examples_b
+        src_shape = tuple((src if direction == "a2b" else dst).shape[1:])
+        scale = 1
+    else:
+        src_shape = tuple(module.examples_a.shape[1:])
+        scale = module.examples_b.shape[-1] // module.examples_a.shape[-1]
+    if from_hr and scale == 1:
+        raise ConfigError("--from-hr applies to super-resolution models only.")
+    files = sorted(p for p in Path(in_dir).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ConfigError(f"--translate {in_dir} holds no images; pass a folder of images.")
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)  # pix2pix's dropout at test time draws from it
+        for path in files:
+            x = _read_image(path, src_shape[0]).to(module.device)
+            target = None
+            if from_hr:
+                h, w = (s - s % scale for s in x.shape[-2:])
+                target, x = x[..., :h, :w], bicubic_downsample(x[..., :h, :w], scale)
+            elif targets is not None:
+                candidate = Path(targets) / path.name
+                if not candidate.is_file():
+                    raise ConfigError(f"--targets: {candidate} does not exist; name every target as its input.")
+                target = _read_image(candidate, src_shape[0] if cycle else module.examples_b.shape[1])
+            if scale == 1 and tuple(x.shape[-2:]) != src_shape[1:]:
+                x = F.interpolate(x, size=src_shape[1:], mode="bicubic", antialias=True,
+                                  align_corners=False).clamp(-1, 1)
+            out = (module.translate(x, direction, ema=ema) if cycle else module.sample((x, None), ema=ema)).float()
+            columns = [to_canvas(x, out), out] + ([to_canvas(target.to(out.device), out)] if target is not None else [])
+            for name, image, nrow in ((f"{path.stem}.png", out, 1),
+                                      (f"{path.stem}_compare.png", torch.cat(columns), len(columns))):
+                with atomic_path(out_dir / name) as tmp:
+                    save_image(denormalize(image.cpu()), tmp, nrow=nrow, padding=2, pad_value=1.0, format="png")
+                paths.append(out_dir / name)
+    return paths
+
+
 def load_module(source: str | Path, device: str = "cpu") -> tuple[Any, Any, Path, int | None]:
     """The trained module of a checkpoint or run directory, on ``device``.
 
@@ -330,6 +413,14 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--folder", metavar="DIR", help="write -n numbered PNGs into DIR (new or empty)")
     mode.add_argument("--interpolate", metavar="PNG", help="write --rows walks of --steps samples between two inputs")
     mode.add_argument("--codes", metavar="DIR", help="InfoGAN: write DIR/<code>.png per code, --rows rows each")
+    mode.add_argument("--translate", metavar="DIR", help="image-to-image models: translate (SR: upscale) every "
+                                                         "image in DIR into --out, with side-by-side comparisons")
+    parser.add_argument("--out", metavar="DIR", help="--translate: where the outputs go (new or empty)")
+    parser.add_argument("--targets", metavar="DIR", help="--translate: target images of the same names, shown "
+                                                         "beside the outputs")
+    parser.add_argument("--from-hr", action="store_true", help="--translate, super-resolution: the images are "
+                                                               "high-resolution; downsample them first")
+    parser.add_argument("--direction", default=None, help="--translate, CycleGAN: a2b (default) or b2a")
     parser.add_argument("-n", type=int, help="samples (default: 64 for --grid, 10000 for --folder)")
     parser.add_argument("--nrow", type=int, help="--grid: images per row (default: one class per column for a "
                                                  "conditional model, else a square)")
@@ -351,8 +442,10 @@ def main(argv: list[str] | None = None) -> None:
             _positive(value, option)
         applies = {"-n": ("grid", "folder"), "--nrow": ("grid",), "--rows": ("interpolate", "codes"),
                    "--steps": ("interpolate", "codes"), "--lerp": ("interpolate",),
-                   "--classes": ("grid", "folder", "interpolate")}
-        chosen = next(m for m in ("grid", "folder", "interpolate", "codes") if getattr(args, m) is not None)
+                   "--classes": ("grid", "folder", "interpolate"), "--out": ("translate",),
+                   "--targets": ("translate",), "--from-hr": ("translate",), "--direction": ("translate",)}
+        chosen = next(m for m in ("grid", "folder", "interpolate", "codes", "translate")
+                      if getattr(args, m) is not None)
         for option, modes in applies.items():
             if getattr(args, option.lstrip("-").replace("-", "_")) not in (None, False) and chosen not in modes:
                 raise ConfigError(f"{option} does not apply to --{chosen}; it goes with "
@@ -361,6 +454,12 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"--steps is {args.steps}; a row needs at least 2 steps (its two ends).")
         if args.folder is not None:
             _check_folder(Path(args.folder))
+        if args.translate is not None:
+            if args.out is None:
+                raise ConfigError("--translate needs --out DIR: where the translated images go.")
+            if args.targets is not None and args.from_hr:
+                raise ConfigError("--targets and --from-hr both give targets; pass one of them.")
+            _check_folder(Path(args.out), "--out")
         device = _device(args.device)
 
         module, cfg, path, step = load_module(args.source, device)
@@ -383,26 +482,30 @@ def main(argv: list[str] | None = None) -> None:
                                      batch_size)
             kind = "spherical" if not args.lerp and _gaussian_latent(module) else "linear"
             print(f"{out}: {rows} rows of {steps} steps, {kind} interpolation")
-        else:
+        elif args.codes is not None:
             paths = save_code_grids(module, args.codes, rows, steps, args.seed, ema, batch_size)
             print(f"{args.codes}: {', '.join(p.name for p in paths)}")
+        else:
+            paths = save_translations(module, args.translate, args.out, direction=args.direction or "a2b",
+                                      targets=args.targets, from_hr=args.from_hr, ema=ema, seed=args.seed)
+            print(f"{args.out}: {len(paths) // 2} images and their comparisons (<name>_compare.png)")
         print(f"from {path} (step {step}), the {which} generator, seed {args.seed}")
     except ConfigError as err:
         print(f"gansuite-sample: error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
-def _check_folder(folder: Path) -> None:
+def _check_folder(folder: Path, option: str = "--folder") -> None:
     from gansuite.data import IMAGE_SUFFIXES
 
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--folder {folder} is a file; pass a new or empty folder.")
+        raise ConfigError(f"{option} {folder} is a file; pass a new or empty folder.")
     if folder.is_dir():
         images = sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if images:
             # gansuite-eval reads every image under the folder: old ones would be measured with the new.
-            raise ConfigError(f"--folder {folder} already holds {images} images; pass a new or empty folder "
-                              "(gansuite-eval would measure the old images with the new).")
+            raise ConfigError(f"{option} {folder} already holds {images} images; pass a new or empty folder "
+                              "(old images would be mixed with the new).")
 
 
 if __name__ == "__main__":

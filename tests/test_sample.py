@@ -301,7 +301,10 @@ def test_codes_need_an_infogan_checkpoint(gan_run, tmp_path, capsys):
     (["--grid", "g.png", "--rows", "3"], ["--rows does not apply to --grid"]),
     (["--interpolate", "g.png", "--steps", "1"], ["--steps", "at least 2"]),
     (["--grid", "g.png", "--folder", "f"], ["not allowed with"]),
-    ([], ["one of the arguments --grid --folder --interpolate --codes is required"]),
+    ([], ["one of the arguments --grid --folder --interpolate --codes --translate is required"]),
+    (["--translate", "in"], ["--translate needs --out DIR"]),
+    (["--grid", "g.png", "--out", "o"], ["--out does not apply to --grid"]),
+    (["--translate", "in", "--out", "o", "--from-hr", "--targets", "t"], ["--targets and --from-hr"]),
 ])
 def test_bad_options_fail_before_loading_anything(argv, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -326,3 +329,38 @@ def test_two_d_checkpoints_are_refused(tmp_path, capsys):
                    "callbacks=none"))
     _fails(capsys, [str(tmp_path / "ring"), "--grid", str(tmp_path / "g.png")], "writes images", "(2,)")
     assert not (tmp_path / "g.png").exists()
+
+
+# ----------------------------------------------------------------------------------------- image-to-image
+@pytest.fixture(scope="module")
+def sr_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sr")
+    train(make_cfg(tmp, "model=srresnet", "data=sr_mnist", "trainer.max_steps=1", "trainer.checkpoint_every=1",
+                   "callbacks=none"))
+    return tmp
+
+
+def test_translate_upscales_a_folder_and_writes_comparisons(sr_run, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    save_image(torch.rand(1, 1, 28, 36), tmp_path / "in" / "wide.png")
+    save_image(torch.rand(1, 1, 20, 20), tmp_path / "in" / "small.png")
+    sample.main([str(sr_run), "--translate", str(tmp_path / "in"), "--out", str(tmp_path / "up")])
+    with Image.open(tmp_path / "up" / "wide.png") as im:
+        assert im.size == (4 * 36, 4 * 28)  # every image at its own size, x4
+    with Image.open(tmp_path / "up" / "small_compare.png") as im:
+        assert im.size == (2 * 82 + 2, 84)  # input (enlarged) | output, 2 px padding
+    # --from-hr: the images are targets; their 4x smaller versions go in and the targets sit on the right.
+    sample.main([str(sr_run), "--translate", str(tmp_path / "in"), "--out", str(tmp_path / "hr"), "--from-hr"])
+    with Image.open(tmp_path / "hr" / "wide.png") as im:
+        assert im.size == (36, 28)
+    with Image.open(tmp_path / "hr" / "wide_compare.png") as im:
+        assert im.size == (3 * 38 + 2, 32)
+    assert "2 images and their comparisons" in capsys.readouterr().out
+
+
+def test_translate_needs_an_image_to_image_checkpoint(gan_run, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    save_image(torch.rand(1, 1, 28, 28), tmp_path / "in" / "x.png")
+    _fails(capsys, [str(gan_run), "--translate", str(tmp_path / "in"), "--out", str(tmp_path / "o")],
+           "--translate needs an image-to-image model")
+    assert not (tmp_path / "o").exists()

@@ -234,8 +234,11 @@ def test_translation_models_train_from_the_command_line_config(tmp_path, model, 
                             "callbacks=default", "callbacks.translation_grid.every_n_steps=1"))
     assert_trained(result, 2)
     assert (tmp_path / "samples" / "pairs_step_000002.png").is_file()
-    # Paired data is measured against its targets; unpaired data has no targets to measure.
-    assert (tmp_path / "eval" / "translation_step_000002.json").is_file() == (model == "pix2pix")
+    # Paired data is measured against its targets; unpaired data by its held-out cycle error.
+    record = json.loads((tmp_path / "eval" / "translation_step_000002.json").read_text())
+    expected = {"psnr", "ssim", "l1", "baseline_psnr", "baseline_ssim", "baseline_l1"} if model == "pix2pix" \
+        else {"cycle_l1_a", "cycle_l1_b"}
+    assert set(record["values"]) == expected
 
 
 @pytest.mark.parametrize("model, data, message", [
@@ -246,3 +249,29 @@ def test_translation_models_train_from_the_command_line_config(tmp_path, model, 
 def test_models_and_data_of_the_wrong_kind_fail_in_one_sentence(tmp_path, model, data, message):
     with pytest.raises(ConfigError, match=message):
         build(make_cfg(tmp_path, f"model={model}", f"data={data}"))
+
+
+def test_measure_cycle_of_identity_generators_is_zero_and_reads_classes(tmp_path):
+    class Identity(torch.nn.Module):
+        def translate(self, x, direction="a2b", ema=True):
+            return x
+
+    class FirstPixel(torch.nn.Module):  # a "classifier" that reads the class off the image's first pixel
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 10).float() + self.w
+
+    class Data:
+        heldout_a = torch.arange(10.0).view(10, 1, 1, 1).expand(10, 1, 4, 4).clone()
+        heldout_b = torch.zeros(3, 1, 4, 4)
+        labels_a = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 0])  # 8 of 10 match the pixel
+
+    from gansuite.callbacks import measure_cycle
+
+    record = measure_cycle(Identity(), Data(), FirstPixel())
+    assert record["values"]["cycle_l1_a"] == 0.0 and record["values"]["cycle_l1_b"] == 0.0
+    assert record["values"]["class_kept_a2b"] == pytest.approx(0.8)
+    assert record["values"]["baseline_class_kept_a2b"] == pytest.approx(0.8)
