@@ -246,6 +246,20 @@ class LaplacianDiscriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the GAN
+def make_optimizer(params, *, kind: Literal["sgd", "adam"] = "sgd", lr: float, momentum: float = 0.5,
+                   betas: Sequence[float] = (0.5, 0.999)) -> torch.optim.Optimizer:
+    """The paper's SGD with momentum, or Adam, chosen by one config key (``model.g_optimizer.kind``).
+
+    One factory for both, so a preset switches with ``kind: adam`` instead of replacing the node:
+    Hydra merges config nodes and cannot drop SGD's ``momentum`` that Adam would refuse.
+    """
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+    raise ConfigError(f"model.g_optimizer.kind / model.d_optimizer.kind: {kind!r} is unknown; use sgd or adam.")
+
+
 def _parse_levels(train_levels: Any, levels: int) -> list[int]:
     if train_levels == "all":
         return list(range(levels))
