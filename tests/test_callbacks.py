@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from gansuite.callbacks import GANProgressBar, SampleGrid, Scatter2D
+from gansuite.callbacks import GANProgressBar, SampleGrid, Scatter2D, TranslationGrid, TranslationMetrics
 from gansuite.errors import ConfigError
 from gansuite.logging import flatten_config, git_commit, run_metadata, wandb_mode
 
@@ -384,7 +384,7 @@ def _compose(tmp_path: Path, overrides: list[str]):
     (primary / "config.yaml").write_text(
         "defaults:\n  - callbacks: default\n  - logger: csv\n  - _self_\n"
         f"hydra:\n  searchpath: ['file://{CONF_DIR}']\n"
-        f"name: test\npaths:\n  output_dir: {tmp_path / 'out'}\n"
+        f"name: test\npaths:\n  output_dir: {tmp_path / 'out'}\n  cache_dir: {tmp_path / 'cache'}\n"
     )
     with initialize_config_dir(str(primary), version_base="1.3"):
         return compose("config", overrides=overrides)
@@ -404,3 +404,5 @@ def test_default_callbacks_instantiate(tmp_path):
     assert isinstance(built["sample_grid"], SampleGrid)
     assert isinstance(built["scatter_2d"], Scatter2D)
     assert isinstance(built["progress_bar"], GANProgressBar)
+    assert isinstance(built["translation_grid"], TranslationGrid)
+    assert isinstance(built["translation_metrics"], TranslationMetrics)
