@@ -30,6 +30,14 @@ __all__ = ["GANProgressBar", "SampleGrid", "Scatter2D"]
 
 
 @contextmanager
+def _private_rng(seed: int):
+    """Run the block on torch's RNGs seeded with ``seed``, then put their states back."""
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
 
@@ -118,15 +126,15 @@ class _PeriodicSamples(L.Callback):
         self._last_saved = step
         if not trainer.is_global_zero:
             return
-        if self._applies is None:
-            # One sample tells images from points without generating the full batch of the wrong kind.
-            probe = pl_module.make_inputs(1, torch.Generator().manual_seed(self.seed))
-            self._applies = self._accepts(pl_module.sample(probe, ema=self.ema))
-        if not self._applies:
-            return
         # A private RNG stream: a generator with noise at sampling time (pix2pix's dropout) draws the
-        # same noise in every snapshot, and training's random stream is left as it was.
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        # same noise in every snapshot, and training's random stream is left as it was (exact resume).
+        with _private_rng(self.seed):
+            if self._applies is None:
+                # One sample tells images from points without generating the full batch of the wrong kind.
+                probe = pl_module.make_inputs(1, torch.Generator().manual_seed(self.seed))
+                self._applies = self._accepts(pl_module.sample(probe, ema=self.ema))
+            if not self._applies:
+                return
             torch.manual_seed(self.seed)
             samples = pl_module.sample(self.fixed_inputs(pl_module), ema=self.ema)
         path = self.output_dir(trainer) / f"{self.file_prefix}step_{step:06d}.png"
@@ -502,8 +510,7 @@ def measure_pairs(module: L.LightningModule, pairs: list[tuple[torch.Tensor, tor
 
     sums: dict[str, float] = {}
     count, protocol = 0, None
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
-        torch.manual_seed(seed)
+    with _private_rng(seed):
         for a, b in pairs:
             a, b = a.to(module.device), b.to(module.device)
             out = module.sample((a, b), ema=ema).float()

@@ -81,6 +81,10 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
     device = _device(device, cfg)  # the run's device, unless asked: the same numbers as its training
     module.to(device)
     evaluator = make_evaluator(cfg, datamodule, device=device)
+    if evaluator is None and getattr(datamodule, "kind", None):
+        raise ConfigError(f"eval: {cfg.data._target_} holds image pairs, measured during training by "
+                          "callbacks.translation_metrics (eval/translation_step_*.json); for FID of the translations "
+                          "pass eval.extractor=inception.")
     if evaluator is None:
         raise ConfigError(f"eval: nothing to measure for {cfg.data._target_} with eval.extractor={cfg.eval.extractor}; "
                           "2D runs get their mode metrics from callbacks.scatter_2d.")
@@ -120,6 +124,10 @@ def evaluate_folder(folder: str | Path, overrides: list[str] = (), device: str |
     datamodule = _build("data", cfg.data)
     datamodule.check()
     evaluator = make_evaluator(cfg, datamodule, device=_device(device, cfg))
+    if evaluator is None and getattr(datamodule, "kind", None):
+        raise ConfigError(f"eval: {cfg.data._target_} holds image pairs, measured during training by "
+                          "callbacks.translation_metrics (eval/translation_step_*.json); for FID of the translations "
+                          "pass eval.extractor=inception.")
     if evaluator is None:
         raise ConfigError("eval: nothing to measure for 2D data; pick image data with data=...")
     images = load_images(folder, tuple(datamodule.shape), evaluator.num_samples)

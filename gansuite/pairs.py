@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from gansuite.data import (
     _SPLIT_SEED,
+    _TRAIN_SUBSET,
     IMAGE_SUFFIXES,
     GANDataModule,
     _generator,
@@ -75,7 +76,7 @@ class PairDataModule(GANDataModule):
         self.setup()
         size = len(self._train)
         k = size if n is None else min(n, size)
-        order = torch.randperm(size, generator=_generator(_SPLIT_SEED, 3))[:k].tolist()
+        order = torch.randperm(size, generator=_generator(_SPLIT_SEED, _TRAIN_SUBSET))[:k].tolist()
         b = self._train.__getitems__(order)[1]
         return b, torch.zeros(len(b), dtype=torch.long)
 
@@ -134,8 +135,11 @@ def _read_u8(path: Path, channels: int) -> Tensor:
     import numpy as np
     from PIL import Image
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    except OSError as err:
+        raise ConfigError(f"data: {path} is not a readable image ({type(err).__name__}); remove or replace it.") from None
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
 
@@ -188,6 +192,8 @@ class SuperResolution(PairDataModule):
             raise ConfigError(f"data.scale: {scale!r} is not supported; use 2, 4 or 8.")
         if source == "mnist_offline":
             crop, channels = 28, 1
+            if not 0 < heldout_size < 5000:
+                raise ConfigError(f"data.heldout_size: {heldout_size!r} is outside 1..4999; set data.heldout_size=1000.")
             if scale == 8:
                 raise ConfigError("data.scale=8 does not divide MNIST's 28 px; use data.scale=2 or 4.")
         if source == "skimage":
@@ -211,7 +217,9 @@ class SuperResolution(PairDataModule):
     def name(self) -> str:
         where = {"mnist_offline": "mnist_offline", "skimage": "skimage",
                  "folder": f"folder-{Path(self.root or '.').resolve()}"}[self.source]
-        return f"sr-{where}-x{self.scale}-{self.crop}px"
+        held = {"mnist_offline": f"heldout{self.heldout_size}", "skimage": f"heldout{self.heldout_fraction:g}",
+                "folder": f"heldout{self.heldout_size}"}[self.source]
+        return f"sr-{where}-x{self.scale}-{self.crop}px-{held}"
 
     def check(self) -> None:
         if self.source != "folder" or self._files is not None:
@@ -228,7 +236,7 @@ class SuperResolution(PairDataModule):
             train, held = _stratified_split(y, self.heldout_size)
             hr = _u8_to_signed(x[held])
             pairs = [(bicubic_downsample(hr, self.scale), hr)]
-            self._train = _Crops(list(x[train]), self.crop, self.scale, len(train), flip=False)
+            self._train = _Crops(list(x[train]), self.crop, self.scale, len(train), flip=False)  # one per digit
             self._examples = pairs[0]
             self._pairs = [(a[i:i + 250], b[i:i + 250]) for a, b in pairs for i in range(0, len(b), 250)]
             return
@@ -246,7 +254,8 @@ class SuperResolution(PairDataModule):
             if min(img.shape[-2:]) < self.crop:
                 raise ConfigError(f"data.crop: a {what} image is {img.shape[-1]}x{img.shape[-2]} px, smaller than "
                                   f"data.crop={self.crop}; lower data.crop or remove the small images.")
-        self._train = _Crops(train_imgs, self.crop, self.scale, self.crops_per_epoch, flip=True)
+        # At least one crop of every image per pass, however large the folder.
+        self._train = _Crops(train_imgs, self.crop, self.scale, max(self.crops_per_epoch, len(train_imgs)), flip=True)
         pairs = []
         for img in held_imgs:
             h, w = (s - s % self.scale for s in img.shape[-2:])
@@ -266,23 +275,21 @@ class SuperResolution(PairDataModule):
 
 # ----------------------------------------------------------------------------- paired translation
 class _Pairs(Dataset):
-    """Aligned ``(a, b)`` tensors served a batch at a time; ``flip`` mirrors both images of a pair together,
-    decided by the index alone (exact resume)."""
+    """Aligned ``(a, b)`` tensors served a batch at a time. With ``flip`` the set holds every pair twice,
+    as it is (index i) and mirrored left-right (index N + i), so each pass of the stream shows both."""
 
     def __init__(self, a: Tensor, b: Tensor, flip: bool = False) -> None:
         self.a, self.b, self.flip = a, b, flip
 
     def __len__(self) -> int:
-        return len(self.a)
+        return len(self.a) * (2 if self.flip else 1)
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        a, b = self.a[idx], self.b[idx]
-        if self.flip:
-            mirror = torch.tensor([bool(_generator(_SPLIT_SEED, _CROPS, i).initial_seed() & 1) for i in indices])
-            a = torch.where(mirror[:, None, None, None], a.flip(-1), a)
-            b = torch.where(mirror[:, None, None, None], b.flip(-1), b)
-        return a, b
+        n = len(self.a)
+        a, b = self.a[idx % n], self.b[idx % n]
+        mirror = (idx >= n)[:, None, None, None]
+        return torch.where(mirror, a.flip(-1), a), torch.where(mirror, b.flip(-1), b)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         a, b = self.__getitems__([i])
@@ -377,7 +384,8 @@ class PairedFolder(PairDataModule):
 
     @property
     def name(self) -> str:
-        return f"paired-{Path(self.root).resolve()}-{self.layout}-{self.direction}-{self.resolution}px"
+        return (f"paired-{Path(self.root).resolve()}-{self.layout}-{self.direction}-{self.resolution}px-"
+                f"heldout{self.heldout_size}")
 
     def _list(self, root: Path) -> list:
         """Pair entries under ``root``: files (side by side) or (A file, B file) tuples."""
@@ -441,7 +449,7 @@ def _read_resized_tensor(img: Tensor, size: tuple[int, int]) -> Tensor:
 
 # ----------------------------------------------------------------------------- unpaired translation
 class _Unpaired(Dataset):
-    """Item ``i``: ``a[i % len(a)]`` with ``b[partner(i) % len(b)]``, a fixed random partner; size max(len a, len b)."""
+    """Item ``i`` of ``max(len a, len b)``: an image of A with a fixed random partner from B."""
 
     def __init__(self, a: Tensor, b: Tensor) -> None:
         self.a, self.b = a, b
@@ -452,8 +460,10 @@ class _Unpaired(Dataset):
         return len(self.partner)
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        # Spread evenly: in each pass every image of the smaller domain comes up equally often (within one).
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.a[idx % len(self.a)], self.b[self.partner[idx] % len(self.b)]
+        size = len(self.partner)
+        return self.a[idx * len(self.a) // size], self.b[self.partner[idx] * len(self.b) // size]
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         a, b = self.__getitems__([i])
@@ -544,8 +554,8 @@ class UnpairedFolders(UnpairedDataModule):
 
     @property
     def name(self) -> str:
-        a, b = (Path(self.roots[k]).resolve() for k in ("root_a", "root_b"))
-        return f"unpaired-{a}-{b}-{self.resolution}px"
+        roots = "-".join(str(Path(v).resolve()) for v in self.roots.values() if v is not None)
+        return f"unpaired-{roots}-{self.resolution}px-heldout{self.heldout_size}"
 
     def check(self) -> None:
         if self._files is not None:

@@ -242,7 +242,7 @@ def test_translation_models_train_from_the_command_line_config(tmp_path, model, 
 
 
 @pytest.mark.parametrize("model, data, message", [
-    ("dcgan", "sr_mnist", "model=dcgan makes images from noise but data=sr-mnist_offline-x4-28px holds paired"),
+    ("dcgan", "sr_mnist", "model=dcgan makes images from noise but data=sr-mnist_offline-x4-28px-heldout1000 holds paired"),
     ("pix2pix", "mnist_offline", "model=pix2pix needs paired image pairs but data=mnist_offline-28px is not"),
     ("cyclegan", "edges2digits", "model=cyclegan needs unpaired image pairs but data=.* holds paired pairs"),
 ])
@@ -275,3 +275,45 @@ def test_measure_cycle_of_identity_generators_is_zero_and_reads_classes(tmp_path
     assert record["values"]["cycle_l1_a"] == 0.0 and record["values"]["cycle_l1_b"] == 0.0
     assert record["values"]["class_kept_a2b"] == pytest.approx(0.8)
     assert record["values"]["baseline_class_kept_a2b"] == pytest.approx(0.8)
+
+    class Relabel(Identity):  # A -> B writes each image's own label into it; B -> A is the identity
+        def translate(self, x, direction="a2b", ema=True):
+            if direction == "b2a" or len(x) != 10:
+                return x
+            return Data.labels_a.float().view(10, 1, 1, 1).expand_as(x).clone()
+
+    record = measure_cycle(Relabel(), Data(), FirstPixel())
+    assert record["values"]["class_kept_a2b"] == 1.0  # the translations, not the inputs, are classified
+    assert record["values"]["baseline_class_kept_a2b"] == pytest.approx(0.8)
+    # |F(G(a)) - a| = |label - pixel|: 0 for 8 images, |0 - 8| and |0 - 9| for the last two.
+    assert record["values"]["cycle_l1_a"] == pytest.approx(17 / 10)
+
+
+@pytest.mark.parametrize("model, data, extra", [
+    ("pix2pix", "edges2digits", ["data.flip=true"]),  # G draws dropout noise, also in the grids
+    ("srresnet", "sr_mnist", []),                        # G alone
+])
+def test_image_to_image_resume_is_bit_exact(tmp_path, model, data, extra):
+    """3 steps, stop, resume, 3 more == 6 steps straight, with grids between (they must not touch the RNG)."""
+    common = [f"model={model}", f"data={data}", *extra, "trainer.checkpoint_every=3", "callbacks=default",
+              "callbacks.sample_grid.every_n_steps=2", "callbacks.translation_grid.every_n_steps=2",
+              "callbacks.translation_metrics.every_n_steps=100"]
+    straight = train(make_cfg(tmp_path / "straight", *common, "trainer.max_steps=6"))
+    train(make_cfg(tmp_path / "first", *common, "trainer.max_steps=3"))
+    resumed = train(make_cfg(tmp_path / "second", *common, "trainer.max_steps=6", f"resume={tmp_path / 'first'}"))
+    assert resumed["step"] == straight["step"] == 6
+    a, b = straight["module"].state_dict(), resumed["module"].state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_paired_flips_show_every_pair_both_ways():
+    from gansuite.pairs import _Pairs
+
+    a = torch.arange(2 * 3 * 3, dtype=torch.float32).view(2, 1, 3, 3)
+    pairs = _Pairs(a, -a, flip=True)
+    assert len(pairs) == 4
+    x, y = pairs.__getitems__([0, 1, 2, 3])
+    torch.testing.assert_close(x, torch.cat([a, a.flip(-1)]), rtol=0, atol=0)
+    torch.testing.assert_close(y, -x, rtol=0, atol=0)  # both images of a pair mirrored together

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gansuite.errors import NonFiniteLossError
+from gansuite.errors import ConfigError, NonFiniteLossError
 from gansuite.losses import Objective
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -183,8 +183,8 @@ class AdversarialModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self.discriminator is None:
+            self.log("step", float(self.step))  # as below: the step this batch belongs to
             self._generator_step(self.optimizers(), batch, self.generate(batch))
-            self.log("step", float(self.step))
             return
         opt_g, opt_d = self.optimizers()
         d_updates = self.batches_consumed  # D updates before this batch
@@ -396,7 +396,11 @@ class PairedTranslationGAN(AdversarialModule):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.discriminator is None and content_loss is None:
-            raise ValueError("PairedTranslationGAN: without a discriminator G needs a content loss")
+            raise ConfigError("model.module.content_loss is null and there is no discriminator, so G has no loss; "
+                              "set model.module.content_loss or model.discriminator.")
+        if self.discriminator is None and (self.regularizer is not None or self.n_critic != 1):
+            raise ConfigError("loss: a model without a discriminator (SRResNet) has no D to regularize or update "
+                              "n_critic times; use loss=nonsaturating (its regularizer none, n_critic 1).")
         a, b = examples
         if len(a) != len(b) or len(a) == 0:
             raise ValueError(f"PairedTranslationGAN: examples must be non-empty aligned pairs, got {len(a)} and {len(b)}")

@@ -25,7 +25,7 @@ log = logging.getLogger("gansuite")
 # torchvision's VGG-19 file name in torch's hub cache (~/.cache/torch/hub/checkpoints).
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 VGG19_URL = "https://download.pytorch.org/models/" + VGG19_FILE
-# Indices of conv5_4 and of the ReLU after it in torchvision's vgg19().features.
+# Index in torchvision's vgg19().features of the ReLU after conv2_2 ("22") and after conv5_4 ("54").
 _VGG_LAYERS = {"22": 8, "54": 35}
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
