@@ -317,3 +317,19 @@ def test_paired_flips_show_every_pair_both_ways():
     x, y = pairs.__getitems__([0, 1, 2, 3])
     torch.testing.assert_close(x, torch.cat([a, a.flip(-1)]), rtol=0, atol=0)
     torch.testing.assert_close(y, -x, rtol=0, atol=0)  # both images of a pair mirrored together
+
+
+def test_fid_of_translations_goes_through_the_evaluation(tmp_path, inception_weights):
+    """eval.extractor=inception on image pairs: G's outputs for held-out sources against the target domain."""
+    from gansuite.evaluation import make_evaluator
+
+    cfg = make_cfg(tmp_path, "model=pix2pix", "data=edges2digits", "data.heldout_size=20")
+    datamodule, module = build(cfg)
+    assert make_evaluator(datamodule, extractor="auto") is None  # image pairs: translation_metrics instead
+    evaluator = make_evaluator(datamodule, extractor="inception", metrics=["fid"], num_samples=8, num_real=8,
+                               reference_split="heldout", batch_size=4, inception_weights=str(inception_weights),
+                               download=False, cache_dir=tmp_path / "cache")
+    real_b = datamodule.heldout(8)[0]
+    torch.testing.assert_close(real_b, datamodule.examples(8)[1], rtol=0, atol=0)  # the reference is targets
+    result = evaluator.evaluate(module)
+    assert np.isfinite(result.values["fid_8"])
