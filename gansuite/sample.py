@@ -276,16 +276,10 @@ def save_code_grids(module: Any, out_dir: str | Path, rows: int = 8, steps: int 
 # ------------------------------------------------------------------------------------ image-to-image
 def _read_image(path: Path, channels: int) -> Tensor:
     """An image file as (1, C, H, W) in [-1, 1]."""
-    import numpy as np
-    from PIL import Image
+    from gansuite.data import _to_signed
+    from gansuite.pairs import read_u8
 
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    except OSError as err:
-        raise ConfigError(f"--translate: {path} is not a readable image ({err}); remove it or fix it.") from None
-    x = torch.from_numpy(arr.copy()).float().div(127.5).sub(1)
-    return (x.permute(2, 0, 1) if x.ndim == 3 else x[None])[None]
+    return _to_signed(read_u8(path, channels, key="--translate")[None])
 
 
 def save_translations(module: Any, in_dir: str | Path, out_dir: str | Path, *, direction: str = "a2b",

@@ -372,6 +372,14 @@ class ConditionalGAN(AdversarialModule):
         return {"loss": self.objective.g_loss(self.discriminator(fake_x, y))}
 
 
+def draw_indices(size: int, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` indices into ``size`` held-out examples: distinct when there are enough; a seeded generator
+    gives the same ones in every run."""
+    if n <= size:
+        return torch.randperm(size, generator=generator)[:n]
+    return torch.randint(size, (n,), generator=generator)
+
+
 class PairedTranslationGAN(AdversarialModule):
     """x_a -> x_b learned from aligned pairs: pix2pix, SRResNet and SRGAN. Batches are ``(a, b)``.
 
@@ -412,10 +420,7 @@ class PairedTranslationGAN(AdversarialModule):
         self.conditional_d = conditional_d
 
     def make_inputs(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        size = len(self.examples_a)
-        # Distinct examples when there are enough; a fixed seed gives the same ones in every run.
-        idx = torch.randperm(size, generator=generator)[:n] if n <= size else torch.randint(size, (n,), generator=generator)
-        idx = idx.to(self.examples_a.device)
+        idx = draw_indices(len(self.examples_a), n, generator).to(self.examples_a.device)
         return self.examples_a[idx], self.examples_b[idx]
 
     def run_generator(self, net: nn.Module, inputs: tuple[Tensor, Tensor]) -> Tensor:

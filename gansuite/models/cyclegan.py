@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gansuite.errors import ConfigError
-from gansuite.models.base import AdversarialModule
+from gansuite.models.base import AdversarialModule, draw_indices
 from gansuite.models.patchgan import PatchDiscriminator
 
 DOWNSAMPLING = 2  # d128, d256: the generator works at 1/4 of the image size
@@ -332,11 +332,7 @@ class CycleGAN(AdversarialModule):
     # ---------------------------------------------------------- grids and metrics
     def make_inputs(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         def draw(examples: Tensor) -> Tensor:
-            size = len(examples)
-            # Distinct examples when there are enough; a fixed seed gives the same ones in every run.
-            idx = torch.randperm(size, generator=generator)[:n] if n <= size else torch.randint(
-                size, (n,), generator=generator)
-            return examples[idx.to(examples.device)]
+            return examples[draw_indices(len(examples), n, generator).to(examples.device)]
 
         return draw(self.examples_a), draw(self.examples_b)
 
