@@ -53,59 +53,23 @@ def atomic_path(path: Path):
         tmp.unlink(missing_ok=True)
 
 
-class _PeriodicSamples(L.Callback):
-    """Generate from fixed inputs every N gansuite steps and at the end of training; save and log a PNG."""
+class _EveryNSteps(L.Callback):
+    """Call ``_snapshot(trainer, module, step)`` every N gansuite steps and once more at the end of training."""
 
     config_key = ""  # the entry in conf/callbacks/default.yaml, for error messages
 
-    default_num_samples = 64
-    file_prefix = ""  # PNGs are <file_prefix>step_XXXXXX.png
-
-    def __init__(
-        self,
-        *,
-        every_n_steps: int = 500,
-        num_samples: int | None = None,
-        seed: int = 1234,
-        ema: bool = True,
-        dirpath: str | os.PathLike | None = None,
-    ) -> None:
+    def __init__(self, *, every_n_steps: int) -> None:
         super().__init__()
-        num_samples = self.default_num_samples if num_samples is None else num_samples
         if every_n_steps < 1:
             raise ConfigError(
                 f"callbacks.{self.config_key}.every_n_steps is {every_n_steps}; set it to a positive number of steps."
             )
-        if num_samples < 1:
-            raise ConfigError(
-                f"callbacks.{self.config_key}.num_samples is {num_samples}; set it to a positive number of samples."
-            )
         self.every_n_steps = every_n_steps
-        self.num_samples = num_samples
-        self.seed = seed
-        self.ema = ema
-        self.dirpath = dirpath
-        self._inputs: Any = None
         self._last_step = 0
         self._last_saved: int | None = None
-        # Decided at the first snapshot: a grid callback on 2D data (or the reverse) stays silent.
-        self._applies: bool | None = None
-
-    def fixed_inputs(self, pl_module: L.LightningModule) -> Any:
-        """The generator inputs used for every snapshot, made once from ``seed``.
-
-        A private ``torch.Generator`` keeps the global RNG (and so training) untouched, and
-        the same seed gives the same inputs in every run, so grids compare across runs.
-        """
-        if self._inputs is None:
-            self._inputs = pl_module.make_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
-        return self._inputs
-
-    def output_dir(self, trainer: L.Trainer) -> Path:
-        return Path(self.dirpath) if self.dirpath is not None else Path(trainer.default_root_dir) / "samples"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # A resumed run starts at its restored step; don't redraw the snapshot it already has.
+        # A resumed run starts at its restored step; don't redo the snapshot it already has.
         self._last_step = pl_module.step
 
     def on_train_batch_end(
@@ -121,6 +85,52 @@ class _PeriodicSamples(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.step != self._last_saved:
             self._snapshot(trainer, pl_module, pl_module.step)
+
+    def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        raise NotImplementedError
+
+
+class _PeriodicSamples(_EveryNSteps):
+    """Generate from fixed inputs every N gansuite steps and at the end of training; save and log a PNG."""
+
+    default_num_samples = 64
+    file_prefix = ""  # PNGs are <file_prefix>step_XXXXXX.png
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int = 500,
+        num_samples: int | None = None,
+        seed: int = 1234,
+        ema: bool = True,
+        dirpath: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__(every_n_steps=every_n_steps)
+        num_samples = self.default_num_samples if num_samples is None else num_samples
+        if num_samples < 1:
+            raise ConfigError(
+                f"callbacks.{self.config_key}.num_samples is {num_samples}; set it to a positive number of samples."
+            )
+        self.num_samples = num_samples
+        self.seed = seed
+        self.ema = ema
+        self.dirpath = dirpath
+        self._inputs: Any = None
+        # Decided at the first snapshot: a grid callback on 2D data (or the reverse) stays silent.
+        self._applies: bool | None = None
+
+    def fixed_inputs(self, pl_module: L.LightningModule) -> Any:
+        """The generator inputs used for every snapshot, made once from ``seed``.
+
+        A private ``torch.Generator`` keeps the global RNG (and so training) untouched, and
+        the same seed gives the same inputs in every run, so grids compare across runs.
+        """
+        if self._inputs is None:
+            self._inputs = pl_module.make_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+        return self._inputs
+
+    def output_dir(self, trainer: L.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath is not None else Path(trainer.default_root_dir) / "samples"
 
     def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_saved = step
@@ -396,7 +406,7 @@ def to_canvas(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class TranslationMetrics(L.Callback):
+class TranslationMetrics(_EveryNSteps):
     """Held-out PSNR, SSIM and L1 of a paired model's outputs, beside a baseline's, every N steps and at the end.
 
     Measures every pair of ``trainer.datamodule.heldout_pairs()`` (for SR from photos: whole
@@ -414,33 +424,17 @@ class TranslationMetrics(L.Callback):
         seed: seeds any noise G draws at test time (pix2pix's dropout), so a measurement repeats.
     """
 
+    config_key = "translation_metrics"
+
     def __init__(self, *, every_n_steps: int = 500, ema: bool = True, seed: int = 0, classify: bool = False,
                  cache_dir: str | os.PathLike | None = None) -> None:
-        super().__init__()
-        if every_n_steps < 1:
-            raise ConfigError(f"callbacks.translation_metrics.every_n_steps is {every_n_steps}; "
-                              "set it to a positive number of steps.")
-        self.every_n_steps, self.ema, self.seed = every_n_steps, ema, seed
+        super().__init__(every_n_steps=every_n_steps)
+        self.ema, self.seed = ema, seed
         self.classify, self.cache_dir = classify, cache_dir
         self._classifier = None
-        self._last_step = 0
-        self._last_saved: int | None = None
         self.last: dict[str, Any] | None = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = pl_module.step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = pl_module.step
-        if step // self.every_n_steps > self._last_step // self.every_n_steps:
-            self._measure(trainer, pl_module, step)
-        self._last_step = step
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if pl_module.step != self._last_saved:
-            self._measure(trainer, pl_module, pl_module.step)
-
-    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+    def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_saved = step
         datamodule = getattr(trainer, "datamodule", None)
         kind = getattr(datamodule, "kind", None)

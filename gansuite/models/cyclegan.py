@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from gansuite.errors import ConfigError
 from gansuite.models.base import AdversarialModule, draw_indices
-from gansuite.models.patchgan import PatchDiscriminator
+from gansuite.models.patchgan import PatchDiscriminator, init_gaussian
 
 DOWNSAMPLING = 2  # d128, d256: the generator works at 1/4 of the image size
 Direction = Literal["a2b", "b2a"]
@@ -127,10 +127,7 @@ class ResnetGenerator(nn.Module):
             layers += up(width * 2**i, width * 2 ** (i - 1))
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, shape[0], 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-                nn.init.zeros_(m.bias)
+        init_gaussian(self)
 
     def forward(self, x: Tensor) -> Tensor:
         factor = 2**DOWNSAMPLING

@@ -17,6 +17,19 @@ from torch import Tensor, nn
 from gansuite.errors import ConfigError
 
 
+def init_gaussian(module: nn.Module) -> None:
+    """The pix2pix / CycleGAN authors' init (DCGAN's): N(0, 0.02) conv weights and zero biases,
+    N(1, 0.02) batch-norm scales and zero shifts."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
 def receptive_field(n_layers: int) -> int:
     """Side of the input patch one output score sees."""
     size = 1
@@ -76,14 +89,7 @@ class PatchDiscriminator(nn.Module):
             ch = out
         layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.normal_(m.weight, 1.0, 0.02)
-                nn.init.zeros_(m.bias)
+        init_gaussian(self)
 
     def forward(self, *images: Tensor) -> Tensor:
         return self.net(torch.cat(images, dim=1) if len(images) > 1 else images[0])

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gansuite.errors import ConfigError
+from gansuite.models.patchgan import init_gaussian
 
 DROPOUT_BLOCKS = 3  # the paper's decoder: CD512-CD512-CD512-C512-...
 
@@ -143,14 +144,7 @@ class UNetGenerator(nn.Module):
                     layers.append(NoiseDropout(dropout))
             self.up.append(nn.Sequential(*layers))
 
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.normal_(m.weight, 1.0, 0.02)
-                nn.init.zeros_(m.bias)
+        init_gaussian(self)
 
     def forward(self, a: Tensor) -> Tensor:
         skips = []
