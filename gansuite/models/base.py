@@ -229,6 +229,20 @@ class AdversarialModule(L.LightningModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
+    def _d_terms(self, critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                 regularize: bool) -> dict[str, Tensor]:
+        """D's loss on ``critic``'s scores of real and (detached) fake samples, their means, and the
+        regularizer on the same critic when ``regularize``: the D step every single-D family shares."""
+        real_out, fake_out = critic(real), critic(fake)
+        terms = {
+            "loss": self.objective.d_loss(real_out, fake_out),
+            "real_score": real_out.mean(),
+            "fake_score": fake_out.mean(),
+        }
+        if regularize:
+            terms["reg"] = self.regularizer(critic, real, fake)
+        return terms
+
     def _log_terms(self, net: str, terms: dict[str, Tensor]) -> None:
         # Keys are train/d_loss, train/d_reg, train/g_loss, ...; only the losses go to the progress bar.
         for name, value in terms.items():
@@ -303,16 +317,7 @@ class UnconditionalGAN(AdversarialModule):
         return self.generator(z)
 
     def discriminator_loss(self, batch, fake: Tensor, regularize: bool) -> dict[str, Tensor]:
-        real, fake = batch[0], fake.detach()
-        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
-        terms = {
-            "loss": self.objective.d_loss(real_out, fake_out),
-            "real_score": real_out.mean(),
-            "fake_score": fake_out.mean(),
-        }
-        if regularize:
-            terms["reg"] = self.regularizer(self.discriminator, real, fake)
-        return terms
+        return self._d_terms(self.discriminator, batch[0], fake.detach(), regularize)
 
     def generator_loss(self, batch, fake: Tensor) -> dict[str, Tensor]:
         return {"loss": self.objective.g_loss(self.discriminator(fake))}
@@ -356,16 +361,7 @@ class ConditionalGAN(AdversarialModule):
 
     def discriminator_loss(self, batch, fake: tuple[Tensor, Tensor], regularize: bool) -> dict[str, Tensor]:
         real, y = batch
-        fake_x = fake[0].detach()
-        real_out, fake_out = self.discriminator(real, y), self.discriminator(fake_x, y)
-        terms = {
-            "loss": self.objective.d_loss(real_out, fake_out),
-            "real_score": real_out.mean(),
-            "fake_score": fake_out.mean(),
-        }
-        if regularize:
-            terms["reg"] = self.regularizer(lambda x: self.discriminator(x, y), real, fake_x)
-        return terms
+        return self._d_terms(lambda x: self.discriminator(x, y), real, fake[0].detach(), regularize)
 
     def generator_loss(self, batch, fake: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         fake_x, y = fake
@@ -437,17 +433,7 @@ class PairedTranslationGAN(AdversarialModule):
 
     def discriminator_loss(self, batch, fake: Tensor, regularize: bool) -> dict[str, Tensor]:
         source, real = batch
-        fake = fake.detach()
-        real_out, fake_out = self._judge(source, real), self._judge(source, fake)
-        terms = {
-            "loss": self.objective.d_loss(real_out, fake_out),
-            "real_score": real_out.mean(),
-            "fake_score": fake_out.mean(),
-        }
-        if regularize:
-            critic = (lambda x: self.discriminator(source, x)) if self.conditional_d else self.discriminator
-            terms["reg"] = self.regularizer(critic, real, fake)
-        return terms
+        return self._d_terms(lambda x: self._judge(source, x), real, fake.detach(), regularize)
 
     def generator_loss(self, batch, fake: Tensor) -> dict[str, Tensor]:
         source, real = batch
