@@ -7,6 +7,7 @@ There is no validation loop: metrics take real samples from :meth:`GANDataModule
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterator
@@ -43,19 +44,25 @@ def _generator(*keys: int) -> torch.Generator:
 class InfiniteSampler(Sampler[int]):
     """Indices of an endless stream: pass ``p`` is a permutation drawn from ``(seed, p)``.
 
-    ``start`` (in samples) is read, then reset to 0, when ``iter()`` is called, so a skip applies to
-    the next iterator only. There is deliberately no ``__len__``: Lightning then treats the loader as
-    infinite and training is bounded by ``max_steps``.
+    With ``world`` processes, rank ``r`` takes positions ``r, r + world, r + 2 world, ...`` of the
+    one stream, so the ranks' k-th batches together are the k-th batch of one process with
+    ``world`` times the batch size, and no two ranks see the same position.
+
+    ``start`` (a position in the whole stream, in samples) is read, then reset to 0, when
+    ``iter()`` is called, so a skip applies to the next iterator only. There is deliberately no
+    ``__len__``: Lightning then treats the loader as infinite and training is bounded by ``max_steps``.
     """
 
-    def __init__(self, size: int, seed: int, start: int = 0):
-        self.size, self.seed, self.start = size, seed, start
+    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"InfiniteSampler: rank {rank} is not in [0, {world})")
+        self.size, self.seed, self.start, self.rank, self.world = size, seed, start, rank, world
         self.iterators = 0
 
     def __iter__(self) -> Iterator[int]:
         start, self.start = self.start, 0
         self.iterators += 1
-        return self._stream(start)
+        return itertools.islice(self._stream(start + self.rank), 0, None, self.world)
 
     def _stream(self, start: int) -> Iterator[int]:
         # Skipping costs one permutation, whatever the skip length.
@@ -150,9 +157,14 @@ class GANDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
-        """An endless loader of full batches whose order depends only on ``seed`` (and any skip)."""
+        """An endless loader of full batches whose order depends only on ``seed`` (and any skip).
+
+        Under data parallelism each rank gets its share of the one stream (:class:`InfiniteSampler`).
+        """
         self.setup()
-        self._sampler = InfiniteSampler(len(self._train), self.seed, start=self._skip * self.batch_size)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        self._sampler = InfiniteSampler(len(self._train), self.seed, start=self._skip, rank=rank, world=world)
         self._skip = 0
         # A dataset with __getitems__ (TensorBatches, SR crops) returns whole batches: no collate.
         batched = hasattr(self._train, "__getitems__")
@@ -164,25 +176,34 @@ class GANDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def skip_batches(self, n: int) -> None:
-        """Make the next iterator over the train loader start at batch ``n`` of the stream.
+    def skip_samples(self, n: int) -> None:
+        """Make the next iterator over the train loader start at position ``n`` of the whole stream.
 
-        Lightning creates (and prefetches from) the train iterator in ``FitLoop.setup_data``, before
-        ``on_train_start``; call this earlier, e.g. from ``LightningModule.on_load_checkpoint``.
+        ``n`` counts samples over all ranks, so a run stopped on N processes resumes on M where the
+        stream stopped. Lightning creates (and prefetches from) the train iterator in
+        ``FitLoop.setup_data``, before ``on_train_start``; call this earlier, e.g. from
+        ``LightningModule.on_load_checkpoint``.
         """
         if n < 0:
-            raise ValueError(f"skip_batches: n must be >= 0, got {n}")
+            raise ValueError(f"skip_samples: n must be >= 0, got {n}")
         if self._sampler is None:
             self._skip = n
             return
         if self._sampler.iterators:
             # Most likely a resume hook that runs too late: training would silently restart the stream.
             warnings.warn(
-                f"skip_batches({n}) was called after the train iterator was created, so only a later "
+                f"skip_samples({n}) was called after the train iterator was created, so only a later "
                 "iterator skips; call it before Lightning builds the iterator (on_load_checkpoint, on_fit_start).",
                 stacklevel=2,
             )
-        self._sampler.start = n * self.batch_size
+        self._sampler.start = n
+
+    def skip_batches(self, n: int) -> None:
+        """:meth:`skip_samples` for ``n`` batches of every rank."""
+        if n < 0:
+            raise ValueError(f"skip_batches: n must be >= 0, got {n}")
+        world = self.trainer.world_size if self.trainer is not None else 1
+        self.skip_samples(n * self.batch_size * world)
 
     def heldout(self, n: int | None = None) -> tuple[Tensor, Tensor]:
         """Up to ``n`` (default: all) held-out real samples ``(x, y)``, always the same ones for a config."""

@@ -34,11 +34,16 @@ class GradientPenalty:
         self.target = target
 
     def __call__(self, critic: Critic, real: Tensor, fake: Tensor) -> Tensor:
-        alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+        alpha = self.interpolation_weights(real)
         # Under mixed precision the fakes can come out in half precision while the reals do not.
         x_hat = torch.lerp(real.detach(), fake.detach().to(real.dtype), alpha)
         norm = _input_gradient(critic, x_hat).norm(2, dim=1)
         return self.weight * ((norm - self.target) ** 2).mean()
+
+
+    def interpolation_weights(self, real: Tensor) -> Tensor:
+        """alpha ~ U(0, 1), one per sample, shaped to broadcast over the sample's dimensions."""
+        return torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
 
 
 class R1Penalty:

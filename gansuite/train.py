@@ -31,6 +31,7 @@ from gansuite.checkpointing import (
     resolve_resume,
 )
 from gansuite.errors import ConfigError, NonFiniteLossError
+from gansuite.precision import PerOptimizerMixedPrecision
 
 # Lightning warnings that do not apply to gansuite's manual schedule: checkpoints are taken after
 # a whole step by design, and a resumed run writes into its own new run directory.
@@ -250,6 +251,30 @@ def make_evaluator(cfg: DictConfig, datamodule: L.LightningDataModule, device: s
         return _make(datamodule, **{k: options[k] for k in EVAL_OPTIONS}, device=device, log=log.info)
 
 
+def _strategy_and_precision(cfg: DictConfig) -> tuple[Any, list[Any]]:
+    """trainer.strategy (a name or a node with _target_) and the precision plugin 16-mixed needs."""
+    node = cfg.trainer.get("strategy", "auto")
+    strategy = _build("trainer.strategy", node) if isinstance(node, DictConfig) and "_target_" in node else node
+    plugins = []
+    if str(cfg.trainer.precision) in ("16-mixed", "16"):
+        # One gradient scaler per optimizer (D and G), not Lightning's shared one.
+        plugins.append(PerOptimizerMixedPrecision(device=eval_device(cfg)))
+    return strategy, plugins
+
+
+def _speed_options(cfg: DictConfig, module: L.LightningModule) -> None:
+    """trainer.channels_last and trainer.compile, applied to the trained networks (not the EMA copy)."""
+    nets = [net for net in (module.generator, module.discriminator) if net is not None]
+    if cfg.trainer.get("channels_last"):
+        for net in nets:
+            net.to(memory_format=torch.channels_last)
+    options = cfg.trainer.get("compile")
+    if options:
+        kwargs = OmegaConf.to_container(options) if isinstance(options, DictConfig) else {}
+        for net in nets:
+            net.compile(**kwargs)  # in place: parameter names and checkpoints are unchanged
+
+
 def _make_logger(cfg: DictConfig, resume_id: str | None):
     """The configured logger, or None. W&B never prompts or hangs: without a key or network it runs offline."""
     if cfg.get("logger") is None or "_target_" not in cfg.logger:
@@ -308,6 +333,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         RunInfo(config),
     ]
     logger = _make_logger(cfg, resume_id)
+    strategy, plugins = _strategy_and_precision(cfg)
+    _speed_options(cfg, module)
     try:
         trainer = L.Trainer(
             # trainer.max_steps counts gansuite steps; Lightning counts every optimizer step.
@@ -315,13 +342,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             max_epochs=-1,
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
-            precision=cfg.trainer.precision,
+            num_nodes=cfg.trainer.get("num_nodes", 1),
+            strategy=strategy,
+            precision=None if any(isinstance(p, PerOptimizerMixedPrecision) for p in plugins)
+            else cfg.trainer.precision,
+            # gansuite's samplers give each rank its share of one stream (data.InfiniteSampler).
+            use_distributed_sampler=False,
             deterministic=cfg.trainer.deterministic,
             # Lightning counts batches here; a gansuite step is n_critic batches.
             log_every_n_steps=cfg.trainer.log_every_n_steps * module.n_critic,
             logger=logger if logger is not None else False,
             callbacks=callbacks,
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(), *plugins],
             default_root_dir=output_dir,
             limit_val_batches=0,
             num_sanity_val_steps=0,

@@ -104,6 +104,7 @@ class AdversarialModule(L.LightningModule):
         self.ema_decay = ema_decay
         self.grad_clip = grad_clip
         self._rng_to_restore: dict[str, Any] | None = None
+        self._resumed_at = (0, 0)  # (batches, samples) consumed when this run resumed
 
     # ----------------------------------------------------------------- counters
     @property
@@ -119,6 +120,17 @@ class AdversarialModule(L.LightningModule):
     def batches_consumed(self) -> int:
         """Training batches used so far: where the data stream resumes."""
         return self._batches_at(self.trainer.global_step) if self._trainer else 0
+
+    @property
+    def samples_consumed(self) -> int:
+        """Training samples used so far over all ranks: where the data stream resumes, on any number of devices."""
+        batches, samples = self._resumed_at
+        world = self.trainer.world_size if self._trainer else 1
+        return samples + (self.batches_consumed - batches) * self._batch_size() * world
+
+    def _batch_size(self) -> int:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        return getattr(datamodule, "batch_size", 0) or 0
 
     def _batches_at(self, global_step: int) -> int:
         if self.discriminator is None:  # one batch per G update
@@ -249,9 +261,17 @@ class AdversarialModule(L.LightningModule):
             self.log(f"train/{net}_{name}", value.detach(), prog_bar=name == "loss")
 
     def _update(self, optimizer, loss: Tensor, key: str) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"{key} became {loss.item()} at step {self.step}; {_NAN_ADVICE}")
+        finite = bool(torch.isfinite(loss))
+        value = loss.item() if not finite else "non-finite on another rank"
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # Every rank stops together, rather than one raising while the others wait in an all-reduce.
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise NonFiniteLossError(f"{key} became {value} at step {self.step}; {_NAN_ADVICE}")
         optimizer.zero_grad(set_to_none=True)
+        plugin = self.trainer.precision_plugin if self._trainer is not None else None
+        if hasattr(plugin, "use_scaler_of"):  # 16-mixed: one gradient scaler per optimizer
+            plugin.use_scaler_of(optimizer)
         self.manual_backward(loss)
         optimizer.step()
 
@@ -287,13 +307,19 @@ class AdversarialModule(L.LightningModule):
             "python": random.getstate(),
         }
         checkpoint["gansuite_step"] = self.step
+        checkpoint["gansuite_samples"] = self.samples_consumed
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng_states")
         # Continue the data stream where the run stopped; this runs before the train iterator exists.
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and hasattr(datamodule, "skip_batches"):
-            datamodule.skip_batches(self._batches_at(checkpoint["global_step"]))
+        batches = self._batches_at(checkpoint["global_step"])
+        samples = checkpoint.get("gansuite_samples")
+        if samples is None:  # written before gansuite counted samples: one process
+            samples = batches * self._batch_size()
+        self._resumed_at = (batches, samples)
+        if datamodule is not None and hasattr(datamodule, "skip_samples"):
+            datamodule.skip_samples(samples)
 
 
 class UnconditionalGAN(AdversarialModule):
