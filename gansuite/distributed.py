@@ -22,6 +22,8 @@ one built on differentiable all-reduces) and sees the statistics of the whole ba
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import torch
@@ -29,8 +31,51 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import _sync_module_states
 from lightning.pytorch.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+
+class _TrialLauncher(_SubprocessScriptLauncher):
+    """Lightning's launcher of one process per extra device, started on this Hydra job's own trial.
+
+    Lightning starts the other ranks with this process's command line. Under a Hydra multirun
+    (``-m loss=hinge,wgan_gp``) that line is the whole sweep, so every rank would run a sweep of
+    its own. Here the other ranks get this job's overrides and run directory instead, without
+    ``-m``, so all ranks train the same trial.
+    """
+
+    def _call_children_scripts(self) -> None:
+        module = sys.modules[_SubprocessScriptLauncher.__module__]
+        original = module._hydra_subprocess_cmd
+        module._hydra_subprocess_cmd = hydra_trial_command
+        try:
+            super()._call_children_scripts()
+        finally:
+            module._hydra_subprocess_cmd = original
+
+
+def hydra_trial_command(local_rank: int) -> tuple[list[str], str]:
+    """The command line (and working directory) that reruns this Hydra job's trial as rank ``local_rank``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    import __main__
+
+    hydra_cfg = HydraConfig.get()
+    if __main__.__spec__ is None:
+        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "command-line":  # --config-dir
+            command += ["--config-dir", source.path.removeprefix("file://")]
+    if hydra_cfg.job.config_name:
+        command += ["--config-name", hydra_cfg.job.config_name]
+    command += list(hydra_cfg.overrides.task)
+    command += [f"hydra.run.dir={hydra_cfg.runtime.output_dir}", f"hydra.job.name=train_ddp_process_{local_rank}",
+                "hydra.output_subdir=null"]
+    return command, get_original_cwd()
 
 
 def world_size() -> int:
@@ -83,6 +128,22 @@ class GANDDPStrategy(DDPStrategy):
         if self.sync_batchnorm or self._layer_sync is not None:
             self._layer_sync = GANSyncBatchNorm(cuda=self.root_device.type == "cuda")
         super().setup(trainer)
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if type(self._launcher) is _SubprocessScriptLauncher:
+            self._launcher = _TrialLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+
+    def teardown(self) -> None:
+        super().teardown()
+        if isinstance(self._launcher, _TrialLauncher) and self._launcher.procs is not None:
+            # This process started the other ranks: close the process group and remove the variables
+            # the launcher set (LOCAL_RANK would tell the next trial of a multirun that its processes
+            # are started by someone else), so that the next trial launches a fresh group of its own.
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+            for key in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE"):
+                os.environ.pop(key, None)
 
     def configure_ddp(self) -> None:
         # Start every rank from rank 0's parameters and buffers, as the DDP constructor would.

@@ -209,19 +209,35 @@ class Evaluator:
             yield module.make_inputs(min(self.batch_size, self.num_samples - start), rng)
 
     @torch.no_grad()
-    def evaluate(self, module: L.LightningModule, step: int | None = None, ema: bool = True) -> EvalResult:
-        """Metrics of ``module``'s (EMA) generator; the global RNG is left as it was."""
-        requested: list[Tensor] = []
+    def evaluate(self, module: L.LightningModule, step: int | None = None, ema: bool = True,
+                 rank: int = 0, world: int = 1) -> EvalResult | None:
+        """Metrics of ``module``'s (EMA) generator; the global RNGs are left as they were.
 
-        def images() -> Iterator[Tensor]:
-            for inputs in self.inputs(module):
+        With ``world`` > 1 processes (a distributed run; every rank must call this) rank ``r``
+        generates and embeds input batches ``r, r + world, ...``; rank 0 gathers them, puts them back
+        in batch order and computes the metrics, so they equal one process's for the same samples.
+        Ranks may hold one batch more or fewer. Only rank 0 gets the result; the others get None.
+        """
+        cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):
+            mine = []
+            for index, inputs in enumerate(self.inputs(module)):
+                if index % world != rank:
+                    continue
+                # A generator that draws noise of its own (dropout kept on) draws it from a seed per
+                # batch: the same samples in every evaluation, on any number of ranks.
+                torch.manual_seed(self.seed * 1_000_003 + index)
                 labels = _labels_of(inputs)
-                if labels is not None:
-                    requested.append(labels.cpu())
-                yield module.sample(inputs, ema=ema).float()
-
-        with torch.random.fork_rng(devices=[]):
-            result = self._measure(images(), requested=requested)
+                mine.append((index, self._embed(module.sample(inputs, ema=ema).float()),
+                             None if labels is None else labels.cpu()))
+            batches = mine if world == 1 else _gather_to_all(mine)
+            if rank != 0:
+                if any(embedded is None for _, embedded, _ in batches):
+                    raise NonFiniteLossError(_NONFINITE_SAMPLES)  # every rank stops, none waits
+                return None
+            batches.sort(key=lambda item: item[0])
+            requested = [labels for _, _, labels in batches if labels is not None]
+            result = self._measure((embedded for _, embedded, _ in batches), requested=requested, embedded=True)
         result.step = step
         return result
 
@@ -237,22 +253,30 @@ class Evaluator:
                 net.to(device)
         return self
 
-    def _measure(self, images: Iterable[Tensor], requested: list[Tensor]) -> EvalResult:
+    def _embed(self, x: Tensor) -> dict[str, Any] | None:
+        """One batch's features (on the CPU) and its count; None when the batch is not finite."""
+        if not torch.isfinite(x).all():
+            return None
+        embedded: dict[str, Any] = {"n": len(x)}
+        if self.extractor is not None:
+            embedded["features"] = {k: v.cpu() for k, v in self.extractor(x.to(_device_of(self.extractor))).items()}
+        if self.stacked:
+            embedded["stacked"] = fidelity.quantize(x).cpu()
+        return embedded
+
+    def _measure(self, images: Iterable[Any], requested: list[Tensor], embedded: bool = False) -> EvalResult:
         parts: dict[str, list[Tensor]] = {}
         stacked_parts: list[Tensor] = []
         n = 0
-        for x in images:
-            n += len(x)
-            if not torch.isfinite(x).all():
-                raise NonFiniteLossError(
-                    "the generator produced non-finite samples during evaluation; the weights have diverged: "
-                    "resume from an earlier checkpoint with a lower learning rate or model.module.grad_clip=1.0."
-                )
-            if self.extractor is not None:
-                for key, value in self.extractor(x.to(_device_of(self.extractor))).items():
-                    parts.setdefault(key, []).append(value.cpu())
+        for item in images:
+            item = item if embedded else self._embed(item)
+            if item is None:
+                raise NonFiniteLossError(_NONFINITE_SAMPLES)
+            n += item["n"]
+            for key, value in item.get("features", {}).items():
+                parts.setdefault(key, []).append(value)
             if self.stacked:
-                stacked_parts.append(fidelity.quantize(x).cpu())
+                stacked_parts.append(item["stacked"])
         if n != self.num_samples:
             raise ConfigError(f"eval.num_samples is {self.num_samples} but only {n} images were given; "
                               f"provide at least {self.num_samples} images or lower eval.num_samples.")
@@ -279,6 +303,19 @@ class Evaluator:
             values[self.key("stacked_modes")] = float(stats["modes"])
             values[self.key("stacked_kl")] = float(stats["kl"])
         return EvalResult(values=values, protocol=self.protocol)
+
+
+_NONFINITE_SAMPLES = ("the generator produced non-finite samples during evaluation; the weights have diverged: "
+                      "resume from an earlier checkpoint with a lower learning rate or model.module.grad_clip=1.0.")
+
+
+def _gather_to_all(items: list[Any]) -> list[Any]:
+    """Every rank's list, joined (any lengths; pickled, so CPU tensors travel as they are)."""
+    import torch.distributed as dist
+
+    gathered: list[list[Any] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
 
 
 def _files_fingerprint(datamodule: Any) -> str | None:
@@ -474,8 +511,10 @@ class EvalCallback(L.Callback):
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> EvalResult | None:
         self._last_evaluated = step
         result, save_best = None, False
+        # Every rank generates and embeds its share of the samples; rank 0 computes, logs and writes.
+        measured = self.evaluator.evaluate(pl_module, step=step, rank=trainer.global_rank, world=trainer.world_size)
         if trainer.is_global_zero:
-            result, save_best = self._measure(trainer, pl_module, step)
+            result, save_best = self._record(trainer, measured, step)
         # Every rank joins save_checkpoint (it ends in a barrier), so every rank learns the decision.
         if trainer.world_size > 1:
             save_best = trainer.strategy.broadcast(save_best, src=0)
@@ -485,8 +524,8 @@ class EvalCallback(L.Callback):
                 result.write_json(self.output_dir(trainer) / "best.json")
         return result
 
-    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> tuple[EvalResult, bool]:
-        result = self.last = self.evaluator.evaluate(pl_module, step=step)
+    def _record(self, trainer: L.Trainer, result: EvalResult, step: int) -> tuple[EvalResult, bool]:
+        self.last = result
         logged = {f"val/{k}": v for k, v in result.values.items()}
         improved = []
         for key, value in result.values.items():

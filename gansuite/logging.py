@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gansuite.errors import ConfigError
 
-__all__ = ["flatten_config", "git_commit", "run_metadata", "wandb_mode"]
+__all__ = ["flatten_config", "git_commit", "run_metadata", "sweep_group", "wandb_mode"]
 
 _DEFAULT_WANDB_URL = "https://api.wandb.ai"
 _MODE_ALIASES = {
@@ -67,6 +67,22 @@ def wandb_mode(
     if not _reachable(base_url, timeout):
         return "offline", f"W&B: {base_url} is not reachable, {later}"
     return "online", None
+
+
+def sweep_group() -> str | None:
+    """The sweep this process's run belongs to, as a W&B group name; None outside a sweep.
+
+    Under ``wandb agent`` it is ``wandb-sweep-<sweep id>``; in a job of a Hydra multirun (a grid or
+    an Optuna study) it is the multirun's directory (``hydra.sweep.dir``), the same for all its jobs.
+    """
+    sweep_id = os.environ.get("WANDB_SWEEP_ID")
+    if sweep_id:
+        return f"wandb-sweep-{sweep_id}"
+    from hydra.core.hydra_config import HydraConfig
+
+    from gansuite.sweeps import in_multirun
+
+    return str(HydraConfig.get().sweep.dir) if in_multirun() else None
 
 
 def _has_credentials(base_url: str) -> bool:

@@ -279,7 +279,7 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
     """The configured logger, or None. W&B never prompts or hangs: without a key or network it runs offline."""
     if cfg.get("logger") is None or "_target_" not in cfg.logger:
         return None
-    from gansuite.logging import run_metadata, wandb_mode
+    from gansuite.logging import run_metadata, sweep_group, wandb_mode
 
     kwargs: dict[str, Any] = {}
     if cfg.logger._target_.endswith("WandbLogger"):
@@ -287,6 +287,8 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
         if reason:
             log.warning(reason)
         kwargs["mode"] = mode  # not offline=True, which Lightning turns into a process-wide env var
+        if cfg.logger.get("group") is None and (group := sweep_group()):
+            kwargs["group"] = group  # the runs of one sweep (Hydra multirun or W&B agent) form one W&B group
         if resume_id:
             kwargs.update(id=resume_id, resume="allow")
     logger = _build("logger", cfg.logger, **kwargs)
@@ -405,7 +407,10 @@ def _stop_on_ctrl_c(trainer: L.Trainer):
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
+    """Train one run; return what a sweeper minimises (gansuite.sweeps.objective: the best FID, inf if none)."""
+    from gansuite.sweeps import in_multirun, objective
+
     try:
         result = train(cfg)
     except ConfigError as err:
@@ -413,9 +418,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     except NonFiniteLossError as err:
         print(f"gansuite-train: stopped: {err}", file=sys.stderr)
+        if in_multirun():  # one diverged trial must not end the sweep (SystemExit would): it scores the worst
+            return objective(None)
         sys.exit(1)
     if result["stopped"]:
         sys.exit(130)  # the shell's code for "ended by Ctrl-C"; the run itself was saved
+    return objective(result)
 
 
 if __name__ == "__main__":

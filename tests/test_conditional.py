@@ -184,3 +184,13 @@ def test_the_mlp_cgan_conditions_on_the_mode_of_2d_data(tmp_path):
     module = result["module"]
     z, y = module.make_inputs(16, torch.Generator().manual_seed(0))
     assert module.num_classes == 8 and module.sample((z, y)).shape == (16, 2)
+
+
+@pytest.mark.parametrize("sample_dropout", [True, False])
+def test_the_mlp_cgan_keeps_its_dropout_noise_when_sampling_only_if_asked(sample_dropout):
+    g = cgan.MLPGenerator(shape=(1, 4, 4), num_classes=3, latent_dim=5, z_width=6, y_width=6, joint_width=32,
+                          sample_dropout=sample_dropout).eval()
+    z, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        a, b = g(z, y), g(z, y)
+    assert torch.equal(a, b) is not sample_dropout  # on: two calls draw different masks; off: deterministic

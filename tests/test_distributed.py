@@ -95,6 +95,23 @@ def test_trainer_ddp_runs_two_cpu_processes_and_resumes_on_one(tmp_path):
     assert checkpoint["gansuite_samples"] == 48 + 2 * 8  # then 2 batches of 8 on one process
 
 
+def test_a_multirun_with_ddp_runs_each_trial_on_both_ranks(tmp_path):
+    """Lightning restarts rank 1 with the command line, which under -m is the whole sweep; gansuite's launcher
+    gives it this trial's overrides and directory instead, and the second trial starts a fresh process group."""
+    sweep = tmp_path / "sweep"
+    _run([sys.executable, "-m", "gansuite.train", "-m", "model=dcgan", "data=mnist_offline", "data.batch_size=8",
+          "model.latent_dim=8", "model.generator.width=4", "model.discriminator.width=4", "callbacks=none",
+          "eval=none", "logger=none", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+          "trainer.max_steps=2", "trainer.checkpoint_every=2", "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]  # no sweep of rank 1's own
+    for trial, seed in (("0", 0), ("1", 1)):
+        rank1_log = (sweep / trial / "train_ddp_process_1.log").read_text()
+        assert f"outputs in {sweep / trial}" in rank1_log  # rank 1 trained this trial, in this directory
+        checkpoint = torch.load(sweep / trial / "checkpoints" / "last.ckpt", weights_only=False)
+        assert checkpoint["gansuite_samples"] == 2 * 8 * 2  # both ranks took part
+        assert checkpoint["gansuite_config"]["seed"] == seed
+
+
 # ------------------------------------------------------------------------------ batch norm
 def test_sync_batchnorm_plugin_swaps_layers_in_place_and_back():
     net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)))
@@ -172,3 +189,73 @@ def test_channels_last_and_compile_options_train(tmp_path):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert module.generator._compiled_call_impl is not None  # nn.Module.compile() in place
     assert any(k.startswith("generator.") for k in module.state_dict())  # checkpoint names unchanged
+
+
+# ------------------------------------------------------------------------------ evaluation across ranks
+class _Extractor(nn.Module):
+    """A fixed random embedding standing in for Inception: features and logits of flattened images."""
+
+    name, weights_sha256, feature_layer, logits_layer, resize = "test-extractor", "0" * 64, "f", "l", "none"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Linear(16, 6)
+        self.logits = nn.Linear(16, 5)
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        return {"features": self.features(flat), "logits": self.logits(flat)}
+
+
+class _Module:
+    """make_inputs / sample: what the evaluator asks of a GAN module."""
+
+    def __init__(self) -> None:
+        self.net = nn.Linear(4, 16)
+
+    def make_inputs(self, n, generator):
+        return torch.randn(n, 4, generator=generator)
+
+    def sample(self, z, ema=True):
+        return torch.tanh(self.net(z)).view(-1, 1, 4, 4)
+
+
+def _evaluator_and_module():
+    from gansuite.evaluation import Evaluator
+    from gansuite.metrics.fidelity import Reference, gaussian_stats
+
+    torch.manual_seed(0)
+    extractor, module = _Extractor(), _Module()
+    real = extractor(torch.rand(12, 1, 4, 4) * 2 - 1)
+    mu, sigma = gaussian_stats(real["features"].detach())
+    reference = Reference(key={"dataset": "test", "split": "train"}, features=real["features"].detach(),
+                          logits=real["logits"].detach(), labels=None, mu=mu, sigma=sigma)
+    # 10 samples in batches of 3: batches of 3, 3, 3 and 1, so 3 ranks hold 2, 1 and 1 batches.
+    evaluator = Evaluator(extractor=extractor, reference=reference, metrics=["fid", "is", "kid", "prc"],
+                          num_samples=10, batch_size=3)
+    return evaluator, module
+
+
+def _evaluate_on_rank(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
+    try:
+        evaluator, module = _evaluator_and_module()
+        result = evaluator.evaluate(module, rank=rank, world=world)
+        assert (result is None) == (rank != 0)
+        if rank == 0:
+            torch.save(result.values, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_evaluation_over_three_uneven_ranks_equals_one_process(tmp_path):
+    evaluator, module = _evaluator_and_module()
+    one = evaluator.evaluate(module).values
+    torch.multiprocessing.spawn(_evaluate_on_rank, args=(3, _free_port(), str(tmp_path / "three.pt")), nprocs=3)
+    three = torch.load(tmp_path / "three.pt")
+    assert set(three) == set(one) == {"fid_10", "is_10", "is_std_10", "kid_10", "kid_std_10", "precision_10",
+                                      "recall_10"}
+    for key, value in one.items():
+        torch.testing.assert_close(three[key], value, atol=1e-9, rtol=1e-9, msg=key)
