@@ -45,9 +45,16 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("gansuite")
 
 
-def _build(key: str, node: Any, **kwargs: Any) -> Any:
-    """instantiate(node), reporting a failure as one sentence that names the config key."""
+def _build(key: str, node: Any, objects: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """instantiate(node), reporting a failure as one sentence that names the config key.
+
+    ``objects`` are built Python objects passed to the constructor as they are. (Passed to
+    ``instantiate`` as kwargs, a dataclass such as ``losses.Objective`` would be turned into a
+    DictConfig, whose callables then go through Hydra on every call.)
+    """
     try:
+        if objects is not None:
+            return instantiate(node, _partial_=True, **kwargs)(**objects)
         return instantiate(node, **kwargs)
     except ConfigError:
         raise
@@ -131,9 +138,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
             f"set data.batch_size to a multiple of {pack}."
         )
     regularizer = _build("loss.regularizer.fn", cfg.loss.regularizer.fn) if cfg.loss.regularizer.fn else None
-    module = _build(
-        "model.module",
-        cfg.model.module,
+    parts = dict(
         generator=generator,
         discriminator=discriminator,
         g_optimizer=_build("model.g_optimizer", cfg.model.g_optimizer),
@@ -146,6 +151,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
         n_critic=cfg.loss.n_critic,
         **classes,
     )
+    module = _build("model.module", cfg.model.module, objects=parts)
     _dry_run(cfg, module, shape)
     return datamodule, module
 

@@ -20,7 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from gansuite import compare
 from gansuite import train as train_module
@@ -47,27 +47,22 @@ TINY_FID = ["logger=csv", "callbacks=none", "trainer=debug", "trainer.max_steps=
 jobs: list[dict] = []  # what each job of the last in-process sweep saw
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def gansuite_train(cfg: DictConfig) -> float:
-    """gansuite-train's main as it returns the sweep objective (see gansuite.sweeps): train, return objective()."""
-    jobs.append({"group": sweep_group(), "multirun": in_multirun()})
-    try:
-        result = train_module.train(cfg)
-    except NonFiniteLossError:
-        if in_multirun():
-            return objective(None)  # a diverged trial: inf, the worst; the sweep goes on
-        raise
-    return objective(result)
-
-
 def run_app(monkeypatch, *argv: str) -> None:
-    """``gansuite-train *argv`` in this process (a subprocess would spend most of its time importing)."""
+    """``gansuite-train *argv`` in this process (a subprocess would spend most of its time importing):
+    gansuite.train.main itself, with each job's W&B group and multirun flag recorded."""
     jobs.clear()
+    train = train_module.train
+
+    def recording_train(cfg):
+        jobs.append({"group": sweep_group(), "multirun": in_multirun()})
+        return train(cfg)
+
+    monkeypatch.setattr(train_module, "train", recording_train)
     monkeypatch.setattr(sys, "argv", ["gansuite-train", *argv])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets gain nothing from threads, and lose much on a busy machine
     try:
-        gansuite_train()
+        train_module.main()
     finally:
         torch.set_num_threads(threads)
         GlobalHydra.instance().clear()
