@@ -332,7 +332,7 @@ class AdversarialModule(L.LightningModule):
         self._rng_to_restore = checkpoint.get("rng_states")
         # Continue the data stream where the run stopped; this runs before the train iterator exists.
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        batches = self._batches_at(checkpoint["global_step"])
+        batches = self._batches_at(checkpoint.get("global_step", 0))
         samples = checkpoint.get("gansuite_samples")
         if samples is None:  # written before gansuite counted samples: one process
             samples = batches * self._batch_size()
