@@ -220,8 +220,8 @@ class AdversarialModule(L.LightningModule):
                     p.clamp_(-self.objective.weight_clip, self.objective.weight_clip)
         self.untoggle_optimizer(opt_d)
         self._log_terms("d", terms)
-        # Logging "step" on every batch puts every logger's x-axis on gansuite steps (W&B shows it as
-        # trainer/global_step), the unit of max_steps, checkpoint names and sample grids.
+        # Logging "step" with every logged batch puts every logger's x-axis on gansuite steps (W&B shows it
+        # as trainer/global_step), the unit of max_steps, checkpoint names and sample grids.
         self._log_step()
 
         if g_update_now:
