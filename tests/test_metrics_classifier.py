@@ -10,6 +10,7 @@ from torch.testing import assert_close
 
 from gansuite import data
 from gansuite.metrics import classifier as clf
+from gansuite.metrics import shipped
 from gansuite.metrics.classifier import (
     ClassifierInfo,
     DomainClassifier,
@@ -273,7 +274,7 @@ def test_classifier_for_picks_the_data(monkeypatch, tmp_path, fake_mnist):
     assert call["cache_dir"] == tmp_path
 
     calls.clear()
-    classifier_for(data.StackedMNIST(resolution=32, num_samples=10), tmp_path)
+    classifier_for(data.StackedMNIST(resolution=32, num_samples=10), tmp_path, shipped=False)
     (call,) = calls  # the 1-channel MNIST classifier, the very same cache entry
     assert call["dataset"] == "mnist_offline-32px" and call["num_classes"] == 10
     assert call["train"][0].shape == (4000, 1, 32, 32)
@@ -298,3 +299,60 @@ def test_default_classifier_on_offline_mnist(gansuite_cache):
     before = len(logs)
     _, again = classifier_for(data.StackedMNIST(), gansuite_cache, log=logs.append)
     assert again == info and len(logs) == before + 1 and "from" in logs[-1]  # loaded, not trained
+
+
+# --- the classifiers that ship with gansuite --------------------------------------------------------
+
+
+@pytest.mark.parametrize("resolution", shipped.RESOLUTIONS)
+def test_shipped_classifier_is_the_file_its_manifest_describes(resolution):
+    dm = data.OfflineMNIST(resolution=resolution)
+    entry = shipped.read_manifest()[dm.name]
+    path = shipped.SHIPPED_DIR / entry["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    assert path.stat().st_size < 800_000  # float16 weights: a few hundred kB
+    assert entry["source_sha256"] == shipped.source_digest(dm)
+    model, info = shipped.load(dm, log=lambda m: None)
+    assert (info.sha256, info.path, info.num_train, info.num_heldout) == (entry["sha256"], path, 4000, 1000)
+    # The recorded held-out accuracy is what the shipped weights score here (two digits of 1,000 may flip
+    # on another CPU's float rounding), and the classifier is good enough to measure digits with.
+    hx, hy = dm.heldout()
+    accuracy = (clf.predict(model, hx) == hy).double().mean()
+    assert_close(accuracy, torch.tensor(entry["heldout_accuracy"], dtype=torch.float64), rtol=0, atol=0.002)
+    assert entry["heldout_accuracy"] >= 0.97
+
+
+def test_classifier_for_takes_the_shipped_one_and_trains_nothing(tmp_path, monkeypatch):
+    def no_training(**kwargs):
+        raise AssertionError("trained a classifier although one ships")
+
+    monkeypatch.setattr(clf, "load_or_train", no_training)
+    logs = []
+    model, info = classifier_for(data.StackedMNIST(resolution=64, num_samples=10), tmp_path, log=logs.append)
+    assert info.dataset == "mnist_offline-64px" and info.path.parent == shipped.SHIPPED_DIR
+    assert model.resolution == 64 and not any(p.requires_grad for p in model.parameters())
+    assert "shipped with gansuite" in logs[-1] and not (tmp_path / "classifiers").exists()
+
+
+def test_data_the_shipped_classifier_was_not_trained_on_trains_its_own(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(clf, "load_or_train", lambda **kwargs: calls.append(kwargs) or ("model", "info"))
+    manifest = shipped.read_manifest()
+    other = {name: {**entry, "source_sha256": "0" * 64} for name, entry in manifest.items()}
+    monkeypatch.setattr(shipped, "read_manifest", lambda: other)
+    logs = []
+    assert classifier_for(data.OfflineMNIST(), tmp_path, log=logs.append) == ("model", "info")
+    assert len(calls) == 1 and "other digits" in logs[0]
+    # A held-out size of its own is other data: no shipped entry, so training without a word about it.
+    monkeypatch.setattr(shipped, "read_manifest", lambda: manifest)
+    assert classifier_for(data.OfflineMNIST(heldout_size=500), tmp_path) == ("model", "info") and len(calls) == 2
+
+
+def test_a_damaged_shipped_file_is_refused_in_one_sentence(tmp_path, monkeypatch):
+    from gansuite.errors import ConfigError
+
+    manifest = shipped.read_manifest()
+    damaged = {name: {**entry, "sha256": "f" * 64} for name, entry in manifest.items()}
+    monkeypatch.setattr(shipped, "read_manifest", lambda: damaged)
+    with pytest.raises(ConfigError, match="does not match the SHA-256 in manifest.json.*reinstall gansuite"):
+        classifier_for(data.OfflineMNIST(), tmp_path)

@@ -285,10 +285,12 @@ def load_or_train(*, dataset: str, train: tuple[Tensor, Tensor], heldout: tuple[
 
 
 def classifier_for(datamodule: Any, cache_dir: str | os.PathLike | None, log: Callable[[str], None] = print,
-                   **kwargs: Any) -> tuple[DomainClassifier, ClassifierInfo] | None:
+                   shipped: bool = True, **kwargs: Any) -> tuple[DomainClassifier, ClassifierInfo] | None:
     """The domain classifier for a data module, or None for data without classes (images or 2D points).
 
-    Labelled images (OfflineMNIST, MNIST, CIFAR10) get a classifier trained on their whole train
+    The offline MNIST at 28, 32 or 64 px uses the classifier that ships with gansuite
+    (:mod:`gansuite.metrics.shipped`; ``shipped=False`` trains one instead), the same bits on every
+    machine. Other labelled images (MNIST, CIFAR10) get a classifier trained on their whole train
     split and scored on their held-out split. Stacked MNIST gets the 1-channel offline MNIST
     classifier at the same resolution, applied to each channel by :func:`stacked_mnist_modes`.
     ``kwargs`` go to :func:`load_or_train` (``seed``, ``epochs``, ``device``).
@@ -299,6 +301,12 @@ def classifier_for(datamodule: Any, cache_dir: str | os.PathLike | None, log: Ca
         datamodule = OfflineMNIST(resolution=datamodule.resolution)
     if datamodule.num_classes is None or len(datamodule.shape) != 3:
         return None
+    if shipped and not kwargs.keys() & {"seed", "epochs", "width", "feature_dim"}:
+        from gansuite.metrics import shipped as shipped_classifiers
+
+        found = shipped_classifiers.load(datamodule, log=log)
+        if found is not None:
+            return found
     return load_or_train(dataset=datamodule.name, train=datamodule.train_split(), heldout=datamodule.heldout(),
                          cache_dir=cache_dir, num_classes=datamodule.num_classes, log=log, **kwargs)
 
