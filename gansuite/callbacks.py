@@ -295,7 +295,8 @@ class GANProgressBar(RichProgressBar):
 
     The train loader is infinite, so Lightning cannot size the bar; if the module has
     ``total_batches(trainer) -> int | None`` (training batches in the whole run), that is
-    the total. Metrics logged with ``prog_bar=True`` are shown, without Lightning's ``v_num``.
+    the total. The module's ``progress_metrics`` (floats) and metrics logged with ``prog_bar=True`` are shown,
+    without Lightning's ``v_num``.
 
     Args:
         rate_window_s: seconds between updates of the steps/s reading, which is then
@@ -359,6 +360,8 @@ class GANProgressBar(RichProgressBar):
         if (step := getattr(pl_module, "step", None)) is not None:
             shown["step"] = str(int(step))
         shown.update(metrics)
+        # The losses of the last logged batch, already floats: reading them never waits on the GPU.
+        shown.update(getattr(pl_module, "progress_metrics", {}))
         if self._steps_per_s is not None:
             shown["steps/s"] = f"{self._steps_per_s:.2f}"
         return shown

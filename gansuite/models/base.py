@@ -106,6 +106,14 @@ class AdversarialModule(L.LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
         self._resumed_at = (0, 0)  # (batches, samples) consumed when this run resumed
         self._log_now = True  # whether this batch's metrics reach the loggers (set per batch)
+        # The NaN guard without a host sync per update: each optimized loss is added on the device into
+        # its own sum, which is finite exactly when every loss since the last check was (up to overflow,
+        # which needs losses near 1e38 anyway). The sums are read on logged batches and before every
+        # checkpoint, together with the logged values: one transfer to the host.
+        self._loss_sums: dict[str, Tensor] = {}
+        self._unchecked_from = 0  # the first step whose losses have not been checked yet
+        self._pending: dict[str, Tensor] = {}  # this batch's values for the loggers (logged batches only)
+        self.progress_metrics: dict[str, float] = {}  # the latest logged losses, as floats, for the progress bar
 
     # ----------------------------------------------------------------- counters
     @property
@@ -196,10 +204,15 @@ class AdversarialModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         self._log_now = self._logs_this_batch()
+        step = self.step  # the step this batch belongs to
         if self.discriminator is None:
-            self._log_step()  # as below: the step this batch belongs to
             self._generator_step(self.optimizers(), batch, self.generate(batch))
-            return
+        else:
+            self._adversarial_batch(batch)
+        if self._log_now:
+            self._check_and_log(step)
+
+    def _adversarial_batch(self, batch: Any) -> None:
         opt_g, opt_d = self.optimizers()
         d_updates = self.batches_consumed  # D updates before this batch
         g_update_now = (d_updates + 1) % self.n_critic == 0
@@ -220,9 +233,6 @@ class AdversarialModule(L.LightningModule):
                     p.clamp_(-self.objective.weight_clip, self.objective.weight_clip)
         self.untoggle_optimizer(opt_d)
         self._log_terms("d", terms)
-        # Logging "step" with every logged batch puts every logger's x-axis on gansuite steps (W&B shows it
-        # as trainer/global_step), the unit of max_steps, checkpoint names and sample grids.
-        self._log_step()
 
         if g_update_now:
             self._generator_step(opt_g, batch, fake)
@@ -268,25 +278,63 @@ class AdversarialModule(L.LightningModule):
         last = 0 < trainer.max_steps <= trainer.global_step + self.optimizer_steps_per_step
         return bool(connector.should_update_logs) or last
 
-    def _log_step(self) -> None:
-        if self._log_now:
-            self.log("step", float(self.step))
-
     def _log_terms(self, net: str, terms: dict[str, Tensor]) -> None:
-        # Keys are train/d_loss, train/d_reg, train/g_loss, ...; only the losses go to the progress bar.
-        if not self._log_now:
-            return
-        for name, value in terms.items():
-            self.log(f"train/{net}_{name}", value.detach(), prog_bar=name == "loss")
+        # Keys are train/d_loss, train/d_reg, train/g_loss, ...; they stay on the device until _check_and_log.
+        if self._log_now:
+            for name, value in terms.items():
+                self._pending[f"train/{net}_{name}"] = value.detach()
 
-    def _update(self, optimizer, loss: Tensor, key: str) -> None:
-        finite = bool(torch.isfinite(loss))
-        value = loss.item() if not finite else "non-finite on another rank"
+    def _host_values(self, extra: list[Tensor] = ()) -> tuple[dict[str, float], dict[str, float], list[float]]:
+        """The pending logged values, the loss sums and ``extra`` (0-dim tensors) read in one transfer."""
+        logged, sums = list(self._pending.items()), list(self._loss_sums.items())
+        tensors = [v.reshape(()).float() for _, v in logged] + [v for _, v in sums] + [t.float() for t in extra]
+        if not tensors:
+            return {}, {}, []
+        device = tensors[0].device
+        values = torch.stack([t.to(device) for t in tensors]).tolist()
+        n, m = len(logged), len(sums)
+        return ({k: x for (k, _), x in zip(logged, values[:n], strict=True)},
+                {k: x for (k, _), x in zip(sums, values[n:n + m], strict=True)}, values[n + m:])
+
+    def _raise_if_non_finite(self, sums: dict[str, float], step: int) -> None:
+        """Stop every rank together when a loss summed since the last check is not finite."""
+        bad = next(((key, value) for key, value in sums.items() if not np.isfinite(value)), None)
         if self._trainer is not None and self.trainer.world_size > 1:
             # Every rank stops together, rather than one raising while the others wait in an all-reduce.
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
-            raise NonFiniteLossError(f"{key} became {value} at step {self.step}; {_NAN_ADVICE}")
+            if self.trainer.strategy.reduce_boolean_decision(bad is None, all=True) and bad is None:
+                return
+            bad = bad or ("a loss", "non-finite on another rank")
+        if bad is None:
+            return
+        when = f"at step {step}" if step <= self._unchecked_from else f"between steps {self._unchecked_from} and {step}"
+        raise NonFiniteLossError(f"{bad[0]} became {bad[1]} {when}; {_NAN_ADVICE}")
+
+    def _check_and_log(self, step: int) -> None:
+        """On a logged batch: check the losses since the last check and send this batch's values to the loggers,
+        with one device-to-host transfer for all of them."""
+        logged, sums, _ = self._host_values()
+        self._pending = {}
+        self._raise_if_non_finite(sums, step)
+        for total in self._loss_sums.values():
+            total.zero_()
+        self._unchecked_from = self.step
+        self.progress_metrics = {k: v for k, v in logged.items() if k.endswith("_loss")}
+        trainer = self._trainer
+        if trainer is None or not logged:
+            return
+        # Lightning's own callback_metrics, as CPU tensors, for callbacks that monitor a training value.
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})
+        connector = getattr(trainer, "_logger_connector", None)
+        if trainer.loggers and connector is not None and trainer.is_global_zero:
+            # "step" as the x-axis of every logger (W&B shows it as trainer/global_step): gansuite steps, the unit
+            # of max_steps, checkpoint names and sample grids.
+            connector.log_metrics(logged, step=step)
+
+    def _update(self, optimizer, loss: Tensor, key: str) -> None:
+        total = self._loss_sums.get(key)
+        if total is None:
+            total = self._loss_sums[key] = torch.zeros((), device=loss.device)
+        total.add_(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
         if hasattr(plugin, "use_scaler_of"):  # 16-mixed: one gradient scaler per optimizer
@@ -313,10 +361,14 @@ class AdversarialModule(L.LightningModule):
             random.setstate(state["python"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A finite loss can still be followed by an overflowing update: never write such weights.
-        for name, value in checkpoint["state_dict"].items():
-            if value.is_floating_point() and not torch.isfinite(value).all():
-                raise NonFiniteLossError(f"weights {name} became non-finite at step {self.step}; {_NAN_ADVICE}")
+        # Never write weights after a non-finite loss, nor after a finite loss followed by an overflowing
+        # update: the losses since the last check and every weight tensor's finiteness in one transfer.
+        weights = [(name, v) for name, v in checkpoint["state_dict"].items() if v.is_floating_point()]
+        _, sums, finite = self._host_values([torch.isfinite(v).all() for _, v in weights])
+        self._raise_if_non_finite(sums, self.step)
+        bad = next((name for (name, _), ok in zip(weights, finite, strict=True) if not ok), None)
+        if bad is not None:
+            raise NonFiniteLossError(f"weights {bad} became non-finite at step {self.step}; {_NAN_ADVICE}")
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
