@@ -21,6 +21,7 @@ Target (issue 15): at most 0.05 syncs per batch for every family.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -92,13 +93,14 @@ class Window(L.Callback):
         self.counter.active = False
 
 
-def measure(family: str, steps: int, workdir: Path) -> dict[str, float]:
+def measure(family: str, steps: int, workdir: Path, device: str = "cpu") -> dict[str, float]:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
+    trainer = "trainer=gpu" if device == "cuda" else "trainer=cpu"
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("train", overrides=[*FAMILIES[family], "eval=none", "logger=csv", f"trainer.max_steps={steps}",
-                                          "trainer.log_every_n_steps=50"])
+        cfg = compose("train", overrides=[*FAMILIES[family], trainer, "eval=none", "logger=csv",
+                                          f"trainer.max_steps={steps}", "trainer.log_every_n_steps=50"])
     counter = SyncCounter()
     window = Window(counter)
     with open_dict(cfg):
@@ -137,12 +139,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--steps", type=int, default=500, help="gansuite steps per family (a grid falls at 500)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families:
-            rows.append(measure(family, args.steps, Path(tmp)))
+            rows.append(measure(family, args.steps, Path(tmp), args.device))
+    if args.json:
+        args.json.write_text(json.dumps({"device": args.device, "rows": rows}, indent=2) + "\n")
     print(f"\nhost syncs per training batch (log_every_n_steps=50, default callbacks, eval off; target <= {TARGET})")
     print(f"{'family':<14} {'batches':>7} {'item':>5} {'tolist':>6} {'per batch':>9} {'CPU-only (not counted)':>23}"
           "  verdict")
