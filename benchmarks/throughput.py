@@ -22,6 +22,11 @@ What is timed: ``--steps`` full training steps after ``--warmup`` steps, each on
   parameters requiring gradients (as Lightning's ``toggle_optimizer`` does), the same batch iterator, the same
   autocast around the whole step for ``bf16-mixed``. No logging, no NaN check, no callbacks.
 
+``--channels-last`` and ``--compile`` reach gansuite as ``trainer.channels_last=true`` and ``trainer.compile=true``
+(``gansuite.train._speed_options``: G and D, not the EMA copy; ``dynamic=False``); the plain loop does the same to
+its G and D. With ``--compile`` each measurement line says how many frames Dynamo compiled during the warm-up
+and inside the timed window, and how long those took: a compile inside the window is timed as training.
+
 Data: a synthetic data set (``--dataset-size`` images, uniform in [-1, 1]) held on the device; both variants
 draw batches with the same seeded ``torch.randint`` on the device (no DataLoader). Both variants start from
 the same seed, so on the CPU in float32 their final generator weights should agree; the run prints the largest
@@ -155,34 +160,37 @@ def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in sorted(set(before) | set(after))}
 
 
-class BenchHooks(L.Callback):
-    """Applies the benchmark's options to the module and times batches ``warmup .. warmup + steps``.
+def compile_stats() -> dict[str, float]:
+    """What torch.compile did so far in this process: ``frames`` Dynamo compiled (each network's first compile
+    and every recompile), ``graph_breaks``, and ``seconds`` spent compiling (Dynamo + the lazily compiled
+    backward graphs)."""
+    from torch._dynamo.utils import compilation_time_metrics, counters
 
-    ``channels_last`` and ``compile`` are benchmark options gansuite has no config for; they are applied to
-    the networks in ``setup`` (before Lightning moves the module and builds the optimizers), as the plain loop
-    applies them to its networks.
+    timed = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
+    return {"frames": counters["frames"]["total"], "graph_breaks": sum(counters["graph_break"].values()),
+            "seconds": sum(sum(compilation_time_metrics.get(key, ())) for key in timed)}
+
+
+class BenchHooks(L.Callback):
+    """Times batches ``warmup .. warmup + steps``, and counts the compiles inside that window.
+
+    ``--channels-last`` and ``--compile`` reach the gansuite run as ``trainer.channels_last`` and
+    ``trainer.compile``, the options a user sets (``gansuite.train._speed_options``).
     """
 
-    def __init__(self, *, warmup: int, steps: int, device: str, channels_last: bool = False,
-                 compile: bool = False, profile: str | None = None) -> None:
-        self.warmup, self.steps, self.device = warmup, steps, device
-        self.channels_last, self.compile, self.profile = channels_last, compile, profile
+    def __init__(self, *, warmup: int, steps: int, device: str, profile: str | None = None) -> None:
+        self.warmup, self.steps, self.device, self.profile = warmup, steps, device, profile
         self.t0: float | None = None
         self.seconds: float | None = None
         self.cpu_seconds: float | None = None
         self.threads: dict[str, float] = {}
+        self.compiles: dict[str, dict[str, float]] = {}
         self._profiler: cProfile.Profile | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.channels_last:
-            pl_module.to(memory_format=torch.channels_last)
-        if self.compile:
-            pl_module.generator.compile()
-            pl_module.discriminator.compile()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx == self.warmup - 1:
             _sync(self.device)
+            self.compiles["warmup"] = compile_stats()
             if self.profile:
                 self._profiler = cProfile.Profile()
                 self._profiler.enable()
@@ -192,6 +200,7 @@ class BenchHooks(L.Callback):
             self.seconds = time.perf_counter() - self.t0
             self.cpu_seconds = time.process_time() - self.c0
             self.threads = _cpu_delta(self.threads0, thread_cpu())
+            self.compiles["end"] = compile_stats()
             if self._profiler is not None:
                 self._profiler.disable()
                 self._profiler.dump_stats(self.profile)
@@ -208,6 +217,8 @@ def compose_config(args: argparse.Namespace, resolution: int) -> Any:
         f"data.batch_size={args.batch_size}",
         f"logger={args.logger}",
         f"seed={args.seed}",
+        f"trainer.channels_last={str(args.channels_last).lower()}",
+        f"trainer.compile={str(args.compile).lower()}",
     ]
     if args.width is not None:
         overrides += [f"model.generator.width={args.width}", f"model.discriminator.width={args.width}"]
@@ -226,7 +237,7 @@ def compose_config(args: argparse.Namespace, resolution: int) -> Any:
         })
         cfg.callbacks.bench = {
             "_target_": f"{__name__}.BenchHooks", "warmup": args.warmup, "steps": args.steps,
-            "device": args.device, "channels_last": args.channels_last, "compile": args.compile, "profile": None,
+            "device": args.device, "profile": None,
         }
     return cfg
 
@@ -241,7 +252,7 @@ def run_gansuite(cfg: Any, out: Path, profile: str | None) -> dict[str, Any]:
     result = train(cfg)
     hooks = next(cb for cb in result["trainer"].callbacks if isinstance(cb, BenchHooks))
     return {"seconds": hooks.seconds, "cpu_seconds": hooks.cpu_seconds, "threads": hooks.threads,
-            "generator": result["module"].generator}
+            "compiles": hooks.compiles, "generator": result["module"].generator}
 
 
 def run_plain(cfg: Any, args: argparse.Namespace, profile: str | None) -> dict[str, Any]:
@@ -253,14 +264,15 @@ def run_plain(cfg: Any, args: argparse.Namespace, profile: str | None) -> dict[s
     D = instantiate(cfg.model.discriminator, shape=shape)
     decay_max = cfg.model.module.ema_decay
     G_ema = copy.deepcopy(G).requires_grad_(False).eval() if decay_max is not None else None
-    nets = [n for n in (G, D, G_ema) if n is not None]
-    for net in nets:
-        net.to(device)
+    for net in (G, D, G_ema):
+        if net is not None:
+            net.to(device)
+    # As gansuite.train._speed_options: channels_last and compile apply to the trained networks, not the EMA.
+    for net in (G, D):
         if args.channels_last:
             net.to(memory_format=torch.channels_last)
-    if args.compile:
-        G.compile()
-        D.compile()
+        if args.compile:
+            net.compile(dynamic=False)
     opt_g = instantiate(cfg.model.g_optimizer)(G.parameters())
     opt_d = instantiate(cfg.model.d_optimizer)(D.parameters())
     # The loss functions the config names, called directly (gansuite calls them through Hydra's wrapper).
@@ -308,13 +320,15 @@ def run_plain(cfg: Any, args: argparse.Namespace, profile: str | None) -> dict[s
                 profiler = cProfile.Profile()
                 profiler.enable()
             t0, c0, threads0 = time.perf_counter(), time.process_time(), thread_cpu()
+            compiles = {"warmup": compile_stats()}
     _sync(device)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     threads = _cpu_delta(threads0, thread_cpu())
+    compiles["end"] = compile_stats()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "threads": threads, "generator": G}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "threads": threads, "compiles": compiles, "generator": G}
 
 
 # ---------------------------------------------------------------------------------------- one measurement
@@ -365,7 +379,15 @@ def measure(variant: str, resolution: int, cfg: Any, args: argparse.Namespace, w
             "cpu_ms_per_step": 1000 * done["cpu_seconds"] / args.steps,
             "thread_cpu_ms_per_step": {k: 1000 * v / args.steps for k, v in done["threads"].items()},
             "peak_mib": peak / 2**20, "rise_mib": (peak - base) / 2**20, "weights": str(weights),
-            "profile": profile}
+            "profile": profile, "compiles": _compile_summary(done["compiles"])}
+
+
+def _compile_summary(compiles: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Frames compiled before the timed window (warm-up) and inside it, with the seconds spent compiling there:
+    a compile inside the window is timed as training and makes a compiled run look slow."""
+    before, end = compiles["warmup"], compiles["end"]
+    return {"warmup_frames": before["frames"], "window_frames": end["frames"] - before["frames"],
+            "window_compile_s": end["seconds"] - before["seconds"], "graph_breaks": end["graph_breaks"]}
 
 
 def _drain(fd: int, tail: list[bytes]) -> None:
@@ -549,9 +571,14 @@ def main(argv: list[str] | None = None) -> None:
                     run_args = argparse.Namespace(**{**vars(args), "profile": profile})
                     r = run_forked(measure, variant, res, configs[res], run_args, workdir, f"{variant}-{res}-{rep}",
                                    no_tty=args.no_tty, label=f"{variant} {res}px")
+                    c = r["compiles"]
+                    compiled = (f"; compiled frames: {c['warmup_frames']} in warm-up, {c['window_frames']} in the "
+                                f"timed window ({c['window_compile_s']:.1f} s), {c['graph_breaks']} graph breaks"
+                                if args.compile else "")
                     print(f"  {res}px repeat {rep + 1}/{args.repeats} {variant:8s} {r['img_per_s']:8.1f} img/s "
                           f"({r['seconds']:.2f} s for {args.steps} steps; CPU ms/step by thread: "
-                          + ", ".join(f"{k} {v:.1f}" for k, v in r["thread_cpu_ms_per_step"].items()) + ")", flush=True)
+                          + ", ".join(f"{k} {v:.1f}" for k, v in r["thread_cpu_ms_per_step"].items()) + compiled + ")",
+                          flush=True)
                     results.append(r)
         print()
         ratios = report(results, args)

@@ -268,6 +268,44 @@ def _strategy_and_precision(cfg: DictConfig) -> tuple[Any, list[Any]]:
     return strategy, plugins
 
 
+def _compile_for_training(net: torch.nn.Module, options: dict[str, Any]) -> None:
+    """``torch.compile`` ``net`` in place for its training-mode calls; in eval mode it runs eagerly.
+
+    Eval-mode calls are sample grids, evaluation and ``sample(ema=False)`` (the EMA copy is never
+    compiled): other batch sizes, no grad, eval-mode batch norm. Compiled, each would be a
+    recompile in the middle of training (about 10 s on a CPU) and a batch size seen twice would
+    turn the batch dimension dynamic. Eager, they compute what an eager run computes.
+    A ``ModuleDict`` or ``ModuleList`` (CycleGAN's pairs) is never called itself: its members are.
+    """
+    if isinstance(net, (torch.nn.ModuleDict, torch.nn.ModuleList)):
+        for member in (net.values() if isinstance(net, torch.nn.ModuleDict) else net):
+            _compile_for_training(member, options)
+        return
+    net.compile(**options)  # in place: parameter names and checkpoints are unchanged
+    compiled, eager = net._compiled_call_impl, net._call_impl
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return compiled(*args, **kwargs) if net.training else eager(*args, **kwargs)
+
+    net._compiled_call_impl = call
+
+
+class EagerRegularizer:
+    """A D regularizer whose passes through D run eagerly although D is compiled.
+
+    Gradient penalty and R1 put D's input gradient into the loss, so its backward is a double
+    backward, which compiled graphs (AOTAutograd) refuse at the first regularized step. D's loss
+    terms keep its compiled graphs; the penalty's own pass is the eager one, the same math.
+    """
+
+    def __init__(self, regularizer: Any) -> None:
+        self.regularizer = regularizer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.compiler.set_stance("force_eager"):
+            return self.regularizer(*args, **kwargs)
+
+
 def _speed_options(cfg: DictConfig, module: L.LightningModule) -> None:
     """trainer.channels_last and trainer.compile, applied to the trained networks (not the EMA copy)."""
     nets = [net for net in (module.generator, module.discriminator) if net is not None]
@@ -275,10 +313,16 @@ def _speed_options(cfg: DictConfig, module: L.LightningModule) -> None:
         for net in nets:
             net.to(memory_format=torch.channels_last)
     options = cfg.trainer.get("compile")
-    if options:
-        kwargs = OmegaConf.to_container(options) if isinstance(options, DictConfig) else {}
-        for net in nets:
-            net.compile(**kwargs)  # in place: parameter names and checkpoints are unchanged
+    if not options:
+        return
+    kwargs = OmegaConf.to_container(options) if isinstance(options, DictConfig) else {}
+    # A training batch always has the same shape (drop_last), so graphs stay static: a dynamic batch
+    # dimension would only cost speed. trainer.compile={dynamic: true} asks for one anyway.
+    kwargs.setdefault("dynamic", False)
+    for net in nets:
+        _compile_for_training(net, kwargs)
+    if module.regularizer is not None:
+        module.regularizer = EagerRegularizer(module.regularizer)
 
 
 def _make_logger(cfg: DictConfig, resume_id: str | None):
