@@ -508,7 +508,7 @@ def measure_pairs(module: L.LightningModule, pairs: list[tuple[torch.Tensor, tor
     :class:`TranslationMetrics`. Returns ``{"values": {...}, "protocol": {...}}``; the RNG is left as it was."""
     from gansuite.metrics import paired
 
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}  # on the device, read once at the end
     count, protocol = 0, None
     with _private_rng(seed):
         for a, b in pairs:
@@ -529,7 +529,9 @@ def measure_pairs(module: L.LightningModule, pairs: list[tuple[torch.Tensor, tor
                 values = {"psnr": paired.psnr_y(images, b, border), "ssim": paired.ssim_y(images, b, border),
                           "l1": paired.l1(paired.crop_border(images, border), paired.crop_border(b, border))}
                 for name, v in values.items():
-                    sums[prefix + name] = sums.get(prefix + name, 0.0) + float(v.double().sum())
+                    total = v.double().sum()
+                    sums[prefix + name] = total if prefix + name not in sums else sums[prefix + name] + total
             count += len(b)
     protocol = dict(protocol or {}, num_images=count, per_image_mean=True)
-    return {"values": {k: v / count for k, v in sums.items()}, "protocol": protocol}
+    totals = torch.stack(list(sums.values())).tolist() if sums else []
+    return {"values": {k: v / count for k, v in zip(sums, totals, strict=True)}, "protocol": protocol}
