@@ -139,6 +139,17 @@ class Evaluator:
         self.classifier, self.num_classes, self.stacked = classifier, num_classes, stacked
         self.tag = "_clf" if extractor is not None and getattr(extractor, "name", "").startswith("classifier:") else ""
         self.protocol = self._protocol(protocol or {})
+        # The extractor outputs kept whole for the metrics that need every row; FID needs only the
+        # running moments, so FID alone keeps no features.
+        self._keep = set()
+        if {"kid", "prc"} & set(self.metrics):
+            self._keep.add("features")
+        if "is" in self.metrics or self._class_metrics():
+            self._keep.add("logits")
+
+    def _class_metrics(self) -> bool:
+        """Class coverage (and conditional accuracy): the domain classifier's logits with labelled reference data."""
+        return bool(self.tag) and self.reference is not None and self.reference.labels is not None
 
     # ------------------------------------------------------------------ names
     def key(self, name: str) -> str:
@@ -166,7 +177,7 @@ class Evaluator:
         for m in self.metrics:
             names += {"fid": ["fid"], "is": ["is", "is_std"], "kid": ["kid", "kid_std"],
                       "prc": ["precision", "recall"]}[m]
-        if self.tag and self.reference is not None and self.reference.labels is not None:
+        if self._class_metrics():
             names += ["classes_covered", "class_kl"]
         if self.stacked:
             names += ["stacked_modes", "stacked_kl"]
@@ -177,6 +188,9 @@ class Evaluator:
 
         p: dict[str, Any] = {
             "implementation": f"torch-fidelity {version('torch-fidelity')}",
+            # FID's matrix square root: the same number as torch-fidelity's up to float rounding (1e-12 relative
+            # with more samples than feature dimensions), so recorded but not part of comparability.
+            "fid_solver": "float64 symmetric eigenvalues of F^T S1 F (S2 = F F^T) on the evaluation device",
             "gansuite_version": gansuite.__version__,
             "num_generated": self.num_samples,
             "batch_size": self.batch_size,
@@ -191,6 +205,7 @@ class Evaluator:
                 "feature_layer": self.extractor.feature_layer,
                 "logits_layer": self.extractor.logits_layer,
                 "resize": self.extractor.resize,
+                "feature_precision": getattr(self.extractor, "precision", "exact"),
                 "num_real": ref.num_samples,
                 "reference": {"dataset": ref.key["dataset"], "split": ref.key["split"], "sha256": ref.sha256},
                 "isc_splits": fidelity.isc_splits(self.num_samples),
@@ -220,31 +235,33 @@ class Evaluator:
         """
         cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=cuda):
-            mine = []
-            for index, inputs in enumerate(self.inputs(module)):
-                if index % world != rank:
-                    continue
-                # A generator that draws noise of its own (dropout kept on) draws it from a seed per
-                # batch: the same samples in every evaluation, on any number of ranks.
-                torch.manual_seed(self.seed * 1_000_003 + index)
-                labels = _labels_of(inputs)
-                mine.append((index, self._embed(module.sample(inputs, ema=ema).float()),
-                             None if labels is None else labels.cpu()))
-            batches = mine if world == 1 else _gather_to_all(mine)
-            if rank != 0:
-                if any(embedded is None for _, embedded, _ in batches):
-                    raise NonFiniteLossError(_NONFINITE_SAMPLES)  # every rank stops, none waits
-                return None
-            batches.sort(key=lambda item: item[0])
-            requested = [labels for _, _, labels in batches if labels is not None]
-            result = self._measure((embedded for _, embedded, _ in batches), requested=requested, embedded=True)
+            def embedded() -> Iterator[tuple[int, dict[str, Any]]]:
+                for index, inputs in enumerate(self.inputs(module)):
+                    if index % world != rank:
+                        continue
+                    # A generator that draws noise of its own (dropout kept on) draws it from a seed per
+                    # batch: the same samples in every evaluation, on any number of ranks.
+                    torch.manual_seed(self.seed * 1_000_003 + index)
+                    yield index, self._embed(module.sample(inputs, ema=ema).float(), _labels_of(inputs))
+
+            if world == 1:
+                # Batch by batch into the running statistics: nothing waits on the device until the end.
+                result = self._measure(item for _, item in embedded())
+            else:
+                batches = _gather_to_all([(index, _to_cpu(item)) for index, item in embedded()])
+                if rank != 0:
+                    if not all(item["finite"] for _, item in batches):
+                        raise NonFiniteLossError(_NONFINITE_SAMPLES)  # every rank stops, none waits
+                    return None
+                batches.sort(key=lambda pair: pair[0])
+                result = self._measure(item for _, item in batches)
         result.step = step
         return result
 
     @torch.no_grad()
     def evaluate_images(self, batches: Iterable[Tensor]) -> EvalResult:
         """Metrics of given images (floats in [-1, 1]), e.g. a folder; exactly ``num_samples`` are used."""
-        return self._measure(_take(batches, self.num_samples), requested=[])
+        return self._measure(self._embed(x) for x in _take(batches, self.num_samples))
 
     def to(self, device: torch.device | str) -> Evaluator:
         """Move the extractor and classifier (e.g. to the training device)."""
@@ -253,39 +270,52 @@ class Evaluator:
                 net.to(device)
         return self
 
-    def _embed(self, x: Tensor) -> dict[str, Any] | None:
-        """One batch's features (on the CPU) and its count; None when the batch is not finite."""
-        if not torch.isfinite(x).all():
-            return None
-        embedded: dict[str, Any] = {"n": len(x)}
+    def _embed(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """One batch's features, count, requested labels and whether it is finite, all left on the device.
+
+        Nothing here waits on the device (no ``.cpu()``, no Python bool of a tensor): a non-finite batch
+        is embedded like any other and :meth:`_measure` raises after the last one.
+        """
+        embedded: dict[str, Any] = {"n": len(x), "finite": torch.isfinite(x).all(), "labels": labels}
         if self.extractor is not None:
-            embedded["features"] = {k: v.cpu() for k, v in self.extractor(x.to(_device_of(self.extractor))).items()}
+            embedded["features"] = self.extractor(x.to(_device_of(self.extractor)))
         if self.stacked:
-            embedded["stacked"] = fidelity.quantize(x).cpu()
+            embedded["stacked"] = fidelity.quantize(x)
         return embedded
 
-    def _measure(self, images: Iterable[Any], requested: list[Tensor], embedded: bool = False) -> EvalResult:
-        parts: dict[str, list[Tensor]] = {}
-        stacked_parts: list[Tensor] = []
+    def _measure(self, items: Iterable[dict[str, Any]]) -> EvalResult:
+        """Metrics of embedded batches (in batch order); the device is read once, after the last batch."""
+        moments = fidelity.FeatureMoments() if self.extractor is not None and "fid" in self.metrics else None
+        kept: dict[str, list[Tensor]] = {}
+        finite, stacked_parts, requested = [], [], []
         n = 0
-        for item in images:
-            item = item if embedded else self._embed(item)
-            if item is None:
-                raise NonFiniteLossError(_NONFINITE_SAMPLES)
+        for item in items:
             n += item["n"]
-            for key, value in item.get("features", {}).items():
-                parts.setdefault(key, []).append(value)
+            finite.append(torch.as_tensor(item["finite"]))
+            if self.extractor is not None:
+                feats = item["features"]
+                if moments is not None:  # gathered batches come from the CPU: back to where one process has them
+                    moments.update(feats["features"].to(_device_of(self.extractor)))
+                for key in self._keep:
+                    kept.setdefault(key, []).append(feats[key])
+            if item["labels"] is not None:
+                requested.append(item["labels"])
             if self.stacked:
                 stacked_parts.append(item["stacked"])
+        if finite and not bool(torch.stack([f.to(finite[0].device) for f in finite]).all()):
+            raise NonFiniteLossError(_NONFINITE_SAMPLES)
         if n != self.num_samples:
             raise ConfigError(f"eval.num_samples is {self.num_samples} but only {n} images were given; "
                               f"provide at least {self.num_samples} images or lower eval.num_samples.")
         values: dict[str, float] = {}
         if self.extractor is not None:
-            feats = {key: torch.cat(v) for key, v in parts.items()}
-            for name, value in fidelity.compute_metrics(feats, self.reference, self.metrics, seed=self.seed).items():
+            # One copy to the host: KID, precision/recall and IS run on the CPU, as they always did.
+            feats = {key: torch.cat(parts).cpu() for key, parts in kept.items()}
+            stats = moments.mean_and_cov() if moments is not None else None  # FID on the device, too
+            for name, value in fidelity.compute_metrics(feats, self.reference, self.metrics, seed=self.seed,
+                                                        stats=stats).items():
                 values[self.key(name)] = value
-            if self.tag and self.reference.labels is not None:
+            if self._class_metrics():
                 from gansuite.metrics.classifier import class_coverage, conditional_accuracy
 
                 pred = feats["logits"].argmax(dim=1)
@@ -293,12 +323,13 @@ class Evaluator:
                 values[self.key("classes_covered")] = float(cov["classes_covered"])
                 values[self.key("class_kl")] = float(cov["class_kl"])
                 if requested:
-                    values[self.key("cond_acc")] = float(conditional_accuracy(pred, torch.cat(requested)))
+                    labels = torch.cat(requested).cpu()
+                    values[self.key("cond_acc")] = float(conditional_accuracy(pred, labels))
         if self.stacked:
             from gansuite.metrics.classifier import stacked_mnist_modes
 
-            images_u8 = torch.cat(stacked_parts)
-            x = images_u8.float().div(127.5).sub(1).to(_device_of(self.classifier))
+            images_u8 = torch.cat([part.to(_device_of(self.classifier)) for part in stacked_parts])
+            x = images_u8.float().div(127.5).sub(1)
             stats = stacked_mnist_modes(self.classifier, x)
             values[self.key("stacked_modes")] = float(stats["modes"])
             values[self.key("stacked_kl")] = float(stats["kl"])
@@ -307,6 +338,18 @@ class Evaluator:
 
 _NONFINITE_SAMPLES = ("the generator produced non-finite samples during evaluation; the weights have diverged: "
                       "resume from an earlier checkpoint with a lower learning rate or model.module.grad_clip=1.0.")
+
+
+def _to_cpu(item: dict[str, Any]) -> dict[str, Any]:
+    """An embedded batch with plain CPU values, to travel between ranks (pickled)."""
+    out = dict(item, finite=bool(item["finite"]))
+    if item["labels"] is not None:
+        out["labels"] = item["labels"].cpu()
+    if "features" in item:
+        out["features"] = {key: value.cpu() for key, value in item["features"].items()}
+    if "stacked" in item:
+        out["stacked"] = item["stacked"].cpu()
+    return out
 
 
 def _gather_to_all(items: list[Any]) -> list[Any]:
@@ -365,6 +408,7 @@ def make_evaluator(
     reference_split: str = "train",
     batch_size: int = 250,
     seed: int = 0,
+    precision: str = "exact",
     inception_weights: str | None = None,
     download: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -376,6 +420,8 @@ def make_evaluator(
     ``extractor="auto"`` picks the domain classifier for 1-channel labelled images (MNIST
     variants), the Stacked MNIST mode count for Stacked MNIST, Inception for other images,
     and nothing for 2D points (their mode metrics come from the scatter callback).
+    ``precision`` is how the extractor computes features (``exact`` or ``tf32``, see
+    :data:`gansuite.metrics.fidelity.PRECISIONS`), for the reference as for the samples.
     Fails here, before any training, when weights are needed and cannot be had.
     """
     from gansuite.data import StackedMNIST
@@ -386,6 +432,7 @@ def make_evaluator(
         raise ConfigError(f"eval.reference_split: {reference_split!r} is unknown; use train or heldout.")
     if num_real is not None and (not isinstance(num_real, int) or num_real < 2):
         raise ConfigError(f"eval.num_real: {num_real!r} is too small; set it to null (the whole split) or >= 2.")
+    fidelity.check_precision(precision)
     shape = tuple(datamodule.shape)
     if len(shape) != 3:
         return None
@@ -402,8 +449,8 @@ def make_evaluator(
     if extractor == "classifier" or stacked:
         from gansuite.metrics.classifier import classifier_for
 
-        # Trained on the CPU whatever the run's device: one classifier (one feature space) per machine.
-        found = classifier_for(datamodule, cache_dir, log=log)
+        # The offline MNIST's classifier ships with gansuite; other data trains its own on the run's device.
+        found = classifier_for(datamodule, cache_dir, log=log, device=device)
         if found is None:
             raise ConfigError(f"eval.extractor=classifier needs labelled data, and {datamodule.name} has no labels; "
                               "use eval.extractor=inception.")
@@ -414,10 +461,11 @@ def make_evaluator(
 
     ext = None
     if extractor == "classifier" and not stacked:
-        ext = fidelity.ClassifierExtractor(classifier, dataset=info.dataset, weights_sha256=info.sha256).to(device)
+        ext = fidelity.ClassifierExtractor(classifier, dataset=info.dataset, weights_sha256=info.sha256,
+                                           precision=precision).to(device)
     elif extractor == "inception":
         weights = fidelity.resolve_inception_weights(inception_weights, download=download)
-        ext = fidelity.InceptionExtractor(weights).to(device)
+        ext = fidelity.InceptionExtractor(weights, precision=precision).to(device)
 
     reference = None
     if ext is not None:
@@ -427,6 +475,8 @@ def make_evaluator(
         files = _files_fingerprint(datamodule)
         if files is not None:  # a folder's contents can change under the same name
             key["files"] = files
+        if ext.precision != "exact":  # only then: the caches written before the option existed stay valid
+            key["precision"] = ext.precision
 
         def compute() -> tuple[dict[str, Tensor], Tensor]:
             x, y = split(num_real)

@@ -223,7 +223,9 @@ def init_generator(module: L.LightningModule, path: str) -> None:
 
 
 EVAL_OPTIONS = ("extractor", "metrics", "num_samples", "num_real", "reference_split", "batch_size", "seed",
-                "inception_weights", "download", "cache_dir")
+                "inception_weights", "download", "cache_dir", "precision")
+# Options added later, with the value a config written before them meant (a checkpoint's stored config).
+EVAL_DEFAULTS = {"precision": "exact"}
 
 
 def eval_device(cfg: DictConfig) -> str:
@@ -244,7 +246,7 @@ def make_evaluator(cfg: DictConfig, datamodule: L.LightningDataModule, device: s
         return None
     from gansuite.evaluation import make_evaluator as _make
 
-    options = OmegaConf.to_container(node, resolve=True)
+    options = {**EVAL_DEFAULTS, **OmegaConf.to_container(node, resolve=True)}
     missing = [k for k in EVAL_OPTIONS + ("every_n_steps", "keep_best") if k not in options]
     if missing:
         raise ConfigError(f"eval.{missing[0]} is missing; start from conf/eval/default.yaml (eval=default) "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -226,7 +227,9 @@ def test_offline_mnist_is_measured_by_its_domain_classifier(mnist_evaluator):
     assert real.values["classes_covered_clf_1k"] == 10
     assert real.values["class_kl_clf_1k"] < 0.01
     assert real.values["fid_clf_1k"] < 0.05 * fake.values["fid_clf_1k"]
-    assert real.values["precision_clf_1k"] > 0.9 and fake.values["precision_clf_1k"] < 0.1
+    # k = 3 neighbourhoods of 4,000 train digits hold about 9 in 10 held-out digits: 0.896 with the shipped
+    # classifier, the same on 1 and 2 threads (a classifier trained per machine gave 0.895 or 0.901 by thread count).
+    assert real.values["precision_clf_1k"] > 0.85 and fake.values["precision_clf_1k"] < 0.1
 
 
 class _Conditional(torch.nn.Module):
@@ -302,3 +305,113 @@ def test_keep_best_auto_picks_fid_when_there_is_one(evaluated_run):
     callback = next(c for c in evaluated_run[1]["trainer"].callbacks if isinstance(c, EvalCallback))
     assert EvalCallback(callback.evaluator, keep_best="auto").monitor == "fid_8"
     assert EvalCallback(callback.evaluator, keep_best=None).monitor is None
+
+
+# ----------------------------------------------------------------------------- FID at the device's pace
+class _TinyExtractor(torch.nn.Module):
+    """A fixed random embedding standing in for Inception: features and logits of flattened 1x4x4 images."""
+
+    name, weights_sha256, feature_layer, logits_layer, resize, precision = "tiny", "0" * 64, "f", "l", "none", "exact"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Linear(16, 6)
+        self.logits = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        return {"features": self.features(flat), "logits": self.logits(flat)}
+
+
+class _TinyModule:
+    """make_inputs / sample, what the evaluator asks of a GAN module; batch ``nan_batch`` comes out NaN."""
+
+    def __init__(self, nan_batch: int | None = None) -> None:
+        self.net = torch.nn.Linear(4, 16)
+        self.nan_batch, self.batches = nan_batch, 0
+
+    def make_inputs(self, n, generator):
+        return torch.randn(n, 4, generator=generator)
+
+    def sample(self, z, ema=True):
+        x = torch.tanh(self.net(z)).view(-1, 1, 4, 4)
+        self.batches += 1
+        return x * float("nan") if self.batches - 1 == self.nan_batch else x
+
+
+def _tiny_evaluator(metrics, num_samples=50, batch_size=8):
+    from gansuite.evaluation import Evaluator
+    from gansuite.metrics.fidelity import Reference, gaussian_stats
+
+    torch.manual_seed(0)
+    extractor = _TinyExtractor()
+    real = extractor(torch.rand(40, 1, 4, 4) * 2 - 1)
+    features = real["features"].detach()
+    mu, sigma = gaussian_stats(features)
+    reference = Reference(key={"dataset": "test", "split": "train"}, features=features,
+                          logits=real["logits"].detach(), labels=None, mu=mu, sigma=sigma)
+    return Evaluator(extractor=extractor, reference=reference, metrics=metrics, num_samples=num_samples,
+                     batch_size=batch_size)
+
+
+def test_fid_from_streamed_statistics_equals_fid_of_the_concatenated_features():
+    from gansuite.metrics.fidelity import frechet_distance, gaussian_stats
+
+    evaluator = _tiny_evaluator(["fid"])
+    assert evaluator._keep == set()  # FID alone holds no per-sample features
+    module = _TinyModule()
+    fid = evaluator.evaluate(module).values["fid_50"]
+    # What the evaluation did before: every batch's features on the CPU, concatenated, float64 numpy.
+    with torch.no_grad():
+        feats = torch.cat([evaluator.extractor(module.sample(z))["features"] for z in evaluator.inputs(module)])
+    mu, sigma = gaussian_stats(feats)
+    ref = evaluator.reference
+    expected = frechet_distance(mu, sigma, ref.mu, ref.sigma)
+    assert expected > 0.01
+    assert_close(fid, expected, rtol=1e-9, atol=0)
+    # FID does not depend on which other metrics are asked for.
+    everything = _tiny_evaluator(["fid", "is", "kid", "prc"])
+    assert everything._keep == {"features", "logits"}
+    assert_close(everything.evaluate(_TinyModule()).values["fid_50"], fid, rtol=0, atol=0)
+
+
+def test_a_non_finite_sample_still_stops_the_evaluation():
+    from gansuite.errors import NonFiniteLossError
+
+    for metrics in (["fid"], ["fid", "is", "kid", "prc"]):
+        evaluator = _tiny_evaluator(metrics)
+        with pytest.raises(NonFiniteLossError, match="non-finite samples"):
+            evaluator.evaluate(_TinyModule(nan_batch=3))
+        images = [torch.rand(8, 1, 4, 4) for _ in range(7)]
+        images[6][0, 0, 0, 0] = float("inf")  # the last batch: the check runs after the last one
+        with pytest.raises(NonFiniteLossError, match="non-finite samples"):
+            evaluator.evaluate_images(images)
+        assert math.isfinite(evaluator.evaluate(_TinyModule()).values["fid_50"])  # the evaluator still works
+
+
+def test_tf32_features_are_recorded_and_get_a_reference_of_their_own(tmp_path, inception_weights):
+    from gansuite.data import OfflineMNIST
+    from gansuite.errors import ConfigError
+    from gansuite.evaluation import make_evaluator
+    from gansuite.metrics.fidelity import protocol_differences
+
+    options = dict(extractor="inception", metrics=["fid"], num_samples=4, num_real=4, batch_size=4,
+                   inception_weights=str(inception_weights), cache_dir=tmp_path, log=lambda m: None)
+    exact = make_evaluator(OfflineMNIST(), **options)
+    fast = make_evaluator(OfflineMNIST(), precision="tf32", **options)
+    assert exact.protocol["feature_precision"] == "exact" and fast.extractor.precision == "tf32"
+    assert "feature_precision: 'exact' vs 'tf32'" in protocol_differences(exact.protocol, fast.protocol)
+    assert fast.reference.key["precision"] == "tf32" and "precision" not in exact.reference.key
+    assert len(list((tmp_path / "reference").glob("*.pt"))) == 2
+    with pytest.raises(ConfigError, match="eval.precision: 'fp16' is unknown"):
+        make_evaluator(OfflineMNIST(), precision="fp16", **options)
+
+
+def test_eval_precision_from_the_config_reaches_the_evaluator(tmp_path, inception_weights):
+    from gansuite.train import _build, make_evaluator
+
+    cfg = make_cfg(tmp_path, *EVAL, f"eval.inception_weights={inception_weights}", "eval.precision=tf32",
+                   "eval.metrics=[fid]", "eval.num_samples=4", "eval.num_real=4")
+    assert cfg.eval.precision == "tf32"
+    evaluator = make_evaluator(cfg, _build("data", cfg.data), device="cpu")
+    assert evaluator.protocol["feature_precision"] == "tf32"

@@ -205,3 +205,124 @@ def test_compute_metrics_reports_only_what_was_asked():
     values = compute_metrics({"features": feats, "logits": feats}, _reference(feats), ["fid", "kid"])
     assert set(values) == {"fid", "kid", "kid_std"}
     assert all(math.isfinite(v) for v in values.values())
+
+
+# ----------------------------------------------------------------------------- streaming statistics, precision
+def test_streamed_moments_equal_numpy_float64_mean_and_cov():
+    # float32 features far from zero against their spread (as post-ReLU pool features can be), fed in
+    # uneven batches: the shifted float64 sums must keep np.cov's digits, not lose them to cancellation.
+    g = torch.Generator().manual_seed(7)
+    feats = (torch.randn(1003, 24, generator=g) * 0.01 + 1000).float()
+    feats[:, 3] *= 100  # one wide dimension, so the covariance spans orders of magnitude
+    moments = fidelity.FeatureMoments()
+    for batch in feats.split(250):
+        moments.update(batch)
+    mu, sigma = moments.stats()
+    f64 = feats.double().numpy()
+    assert mu.dtype == sigma.dtype == np.float64 and moments.n == 1003
+    assert_close(torch.from_numpy(mu), torch.from_numpy(f64.mean(axis=0)), rtol=1e-12, atol=0)
+    assert_close(torch.from_numpy(sigma), torch.from_numpy(np.cov(f64, rowvar=False)), rtol=1e-9, atol=1e-12)
+    assert np.array_equal(sigma, sigma.T)
+
+
+def test_streamed_moments_need_two_rows():
+    moments = fidelity.FeatureMoments()
+    moments.update(torch.ones(1, 3))
+    with pytest.raises(ValueError, match="2 rows"):
+        moments.stats()
+
+
+def test_fid_from_streamed_moments_equals_fid_from_the_features():
+    g = torch.Generator().manual_seed(8)
+    real = torch.rand(600, 64, generator=g)
+    fake = torch.rand(500, 64, generator=g) ** 2 * 1.5 + 0.2
+    ref = _reference(real)
+    moments = fidelity.FeatureMoments()
+    for batch in fake.split(64):
+        moments.update(batch)
+    old = compute_metrics({"features": fake, "logits": fake}, ref, ["fid"])["fid"]
+    new = compute_metrics({}, ref, ["fid"], stats=moments.stats())["fid"]  # FID alone needs no features
+    assert old > 1.0
+    assert_close(new, old, rtol=1e-9, atol=0)
+
+
+def test_extraction_precision_sets_and_restores_the_backend_flags():
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+
+    def flags():
+        return cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32
+
+    before = flags()
+    try:
+        cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32 = True, False, False, True
+        with fidelity.extraction_precision("exact"):  # no TF32, autotuned among deterministic algorithms
+            assert flags() == (False, True, True, False)
+        assert flags() == (True, False, False, True)
+        cudnn.allow_tf32 = False
+        with fidelity.extraction_precision("tf32"):  # TF32 convolutions, as torch-fidelity under torch's defaults
+            assert flags() == (True, True, False, False)
+        assert flags() == (False, False, False, True)
+        with pytest.raises(ConfigError, match="eval.precision: 'bf17' is unknown"):
+            with fidelity.extraction_precision("bf17"):
+                pass
+        assert flags() == (False, False, False, True)
+    finally:
+        cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32 = before
+
+
+def test_reference_statistics_are_cached_with_the_features(tmp_path, monkeypatch):
+    feats = torch.randn(60, 5, generator=torch.Generator().manual_seed(9))
+    key = {"dataset": "d", "split": "train", "num_samples": 60, "extractor": "e", "extractor_sha256": "aa"}
+
+    def compute():
+        return {"features": feats, "logits": feats}, None
+
+    first = load_or_compute_reference(key, compute, tmp_path, log=lambda m: None)
+    path = fidelity.reference_cache_file(tmp_path, key)
+    stored = torch.load(path, weights_only=True)
+    assert_close(stored["sigma"], torch.from_numpy(first.sigma), rtol=0, atol=0)
+
+    def no_statistics(features):
+        raise AssertionError("the cached reference's statistics were recomputed")
+
+    with monkeypatch.context() as m:
+        m.setattr(fidelity, "gaussian_stats", no_statistics)
+        m.setattr(fidelity, "covariance_factor", no_statistics)
+        second = load_or_compute_reference(key, compute, tmp_path, log=lambda m: None)
+    assert second.sha256 == first.sha256
+    factor = torch.from_numpy(second.sigma_factor)
+    assert_close(factor @ factor.T, torch.from_numpy(second.sigma), rtol=0, atol=1e-12)
+    # A file written before the statistics were stored: the same reference (same hash), and it is upgraded.
+    torch.save({"key": key, "features": feats, "logits": feats, "labels": None}, path)
+    old = load_or_compute_reference(key, compute, tmp_path, log=lambda m: None)
+    assert old.sha256 == first.sha256
+    assert {"mu", "sigma", "sigma_factor"} <= set(torch.load(path, weights_only=True))
+
+
+def test_feature_precision_is_part_of_the_protocol_and_absent_means_exact():
+    a = {"feature_extractor": "inception-v3-compat", "num_generated": 10000}
+    assert protocol_differences(a, dict(a, feature_precision="exact")) == []  # results written before the option
+    assert protocol_differences(dict(a, feature_precision="exact"), dict(a, feature_precision="tf32")) == [
+        "feature_precision: 'exact' vs 'tf32'"]
+    assert protocol_differences(a, dict(a, feature_precision="tf32")) == ["feature_precision: 'exact' vs 'tf32'"]
+
+
+def test_inception_extractor_records_its_precision(inception_weights):
+    assert fidelity.InceptionExtractor(inception_weights).precision == "exact"
+    assert fidelity.InceptionExtractor(inception_weights, precision="tf32").precision == "tf32"
+    with pytest.raises(ConfigError, match="eval.precision"):
+        fidelity.InceptionExtractor(inception_weights, precision="fp8")
+
+
+@pytest.mark.parametrize("n,rtol", [(400, 1e-11), (40, 1e-7)])  # full rank; fewer samples than dimensions
+def test_frechet_distance_from_the_symmetric_form_equals_torch_fidelitys(n, rtol):
+    g = torch.Generator().manual_seed(10)
+    mix = torch.randn(64, 64, generator=g, dtype=torch.float64) / 8
+    real = (torch.randn(2000, 64, generator=g, dtype=torch.float64) @ mix).relu()
+    fake = (torch.randn(n, 64, generator=g, dtype=torch.float64) @ mix + 0.1).relu()
+    ref = _reference(real)
+    mu, sigma = gaussian_stats(fake)
+    expected = frechet_distance(mu, sigma, ref.mu, ref.sigma)  # torch-fidelity: numpy eigvals of Σ1 Σ2
+    got = fidelity.frechet_distance_to(ref, torch.from_numpy(mu), torch.from_numpy(sigma))
+    assert expected > 0.1
+    assert_close(got, expected, rtol=rtol, atol=0)

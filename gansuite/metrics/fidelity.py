@@ -13,6 +13,16 @@ plain dict; :func:`protocol_differences` says what differs between two of them.
 Images enter as floats in [-1, 1] (the data modules' range) and are first quantized to
 8 bits exactly as saving a PNG would (:func:`quantize`), so the features of a checkpoint's
 samples and of the same samples written to a folder are identical.
+
+FID is the TTUR formula, torch-fidelity's number up to float rounding, computed by
+:func:`frechet_distance_to` in float64 on the device that holds the generated statistics
+(:class:`FeatureMoments` sums them there batch by batch) with a symmetric eigensolver, in place
+of torch-fidelity's numpy eigenvalues on the CPU.
+
+Features are extracted in full float32 (``precision="exact"``: no TF32 on any card, so a GPU
+changes nothing beyond float rounding) unless ``precision="tf32"`` is asked for, which lets
+cuDNN use TF32 in the convolutions as torch-fidelity does on Ampere and newer GPUs; the
+precision is part of the protocol and of the reference cache key.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import json
 import os
 import socket
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,11 +60,20 @@ PRC_NEIGHBORHOOD = 3
 PRC_BATCH = 2000
 
 METRICS = ("fid", "is", "kid", "prc")
+# How features are computed: "exact" (full float32) or "tf32" (TF32 in cuDNN convolutions, as torch-fidelity
+# on Ampere+ GPUs with torch's defaults; faster, and not bit-comparable with "exact").
+PRECISIONS = ("exact", "tf32")
 DOWNLOAD_TIMEOUT_S = 60
 
 
 class MissingWeightsError(ConfigError):
     """Feature-extractor weights are needed and cannot be had (no file, no cache, no download)."""
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"eval.precision: {precision!r} is unknown; use {' or '.join(PRECISIONS)}.")
+    return precision
 
 
 def count_tag(n: int) -> str:
@@ -97,6 +116,7 @@ class FeatureExtractor(Protocol):
     resize: str
     feature_layer: str
     logits_layer: str
+    precision: str
 
     def __call__(self, images: Tensor) -> dict[str, Tensor]: ...
 
@@ -156,6 +176,7 @@ class InceptionExtractor(nn.Module):
 
     Args:
         weights: the weights file (see :func:`resolve_inception_weights`).
+        precision: ``exact`` (full float32) or ``tf32`` (see :data:`PRECISIONS`).
     """
 
     name = INCEPTION
@@ -163,10 +184,11 @@ class InceptionExtractor(nn.Module):
     feature_layer = "2048"
     logits_layer = "logits_unbiased"
 
-    def __init__(self, weights: str | os.PathLike) -> None:
+    def __init__(self, weights: str | os.PathLike, *, precision: str = "exact") -> None:
         super().__init__()
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+        self.precision = check_precision(precision)
         self.weights_sha256 = file_sha256(weights)
         try:
             self.net = FeatureExtractorInceptionV3(
@@ -185,7 +207,7 @@ class InceptionExtractor(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         if x.shape[1] != 3:
             raise ConfigError(f"eval: Inception takes 1- or 3-channel images, not {x.shape[1]}; use eval.extractor=classifier.")
-        with _full_precision():
+        with extraction_precision(self.precision):
             features, logits = self.net(x)
         return {"features": features.float(), "logits": logits.float()}
 
@@ -197,36 +219,48 @@ class ClassifierExtractor(nn.Module):
         classifier: a trained :class:`gansuite.metrics.classifier.DomainClassifier`.
         dataset: what it was trained on (its cache name), part of the extractor's name.
         weights_sha256: hash of its cached weights file.
+        precision: ``exact`` (full float32) or ``tf32`` (see :data:`PRECISIONS`).
     """
 
     resize = "none (native resolution)"
     feature_layer = "penultimate"
     logits_layer = "logits"
 
-    def __init__(self, classifier: nn.Module, *, dataset: str, weights_sha256: str) -> None:
+    def __init__(self, classifier: nn.Module, *, dataset: str, weights_sha256: str, precision: str = "exact") -> None:
         super().__init__()
         self.classifier = classifier.eval()
         self.name = f"classifier:{dataset}"
         self.weights_sha256 = weights_sha256
+        self.precision = check_precision(precision)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         x = quantize(images).float() / 127.5 - 1  # the same 8-bit values a saved image would give
-        with _full_precision():
+        with extraction_precision(self.precision):
             features, logits = self.classifier.features_and_logits(x)
         return {"features": features.float(), "logits": logits.float()}
 
 
 @contextmanager
-def _full_precision():
-    """No TF32 on Ampere+ GPUs while extracting features: the numbers must not depend on the card."""
-    matmul = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+def extraction_precision(precision: str = "exact"):
+    """cuDNN and matmul settings while extracting features; the previous ones are restored after.
+
+    ``exact``: no TF32 anywhere, so the card changes nothing beyond float rounding, and only deterministic
+    cuDNN algorithms. ``tf32``: TF32 in cuDNN convolutions only, which is what torch-fidelity runs with on
+    Ampere+ GPUs under torch's defaults. Both autotune cuDNN (the extractor sees one input shape over and
+    over); the algorithm it picks changes the features only by float rounding.
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    # Plain assignments rather than cudnn.flags(), which would also reset `benchmark` to False.
+    previous = (cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32)
+    exact = check_precision(precision) == "exact"
+    # exact: autotuning among deterministic algorithms only, so evaluating a checkpoint twice on one GPU
+    # gives the same features (gansuite-eval repeats the training run's number).
+    cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32 = not exact, True, exact, False
     try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
-            yield
+        yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
+        cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32 = previous
 
 
 def extract(extractor: Callable[[Tensor], dict[str, Tensor]], batches, device: torch.device | str = "cpu") -> dict[str, Tensor]:
@@ -234,10 +268,10 @@ def extract(extractor: Callable[[Tensor], dict[str, Tensor]], batches, device: t
     parts: dict[str, list[Tensor]] = {}
     for images in batches:
         for key, value in extractor(images.to(device)).items():
-            parts.setdefault(key, []).append(value.cpu())
+            parts.setdefault(key, []).append(value)  # on the device: one copy at the end, not one sync per batch
     if not parts:
         raise ValueError("extract: no images")
-    return {key: torch.cat(values) for key, values in parts.items()}
+    return {key: torch.cat(values).cpu() for key, values in parts.items()}
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -251,34 +285,109 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(fid_statistics_to_metric(stats1, stats2, verbose=False)[KEY_METRIC_FID])
 
 
+def frechet_distance_to(reference: Reference, mu: Tensor, sigma: Tensor) -> float:
+    """:func:`frechet_distance` from N(mu, sigma) to the reference's Gaussian, in float64 on ``sigma``'s device.
+
+    The same formula and the same number up to float rounding, but the trace term Σ sqrt(eigenvalues
+    of Σ1 Σ2) comes from a symmetric matrix with those eigenvalues, Fᵀ Σ1 F where Σ2 = F Fᵀ (F made
+    once per reference): a symmetric eigensolver on the device instead of numpy's general one on the
+    CPU, which takes seconds at 2048 dimensions. Negative rounding-noise eigenvalues count as 0, as the
+    real part of their complex square root does in torch-fidelity. With full-rank covariances the two
+    agree to ~1e-12 relative; with fewer samples than dimensions the square roots of noise eigenvalues
+    show (1e-6 relative in torch-fidelity's, 1e-8 in this one; see benchmarks/README.md).
+    """
+    mu2, sigma2, factor = reference.moments_on(sigma.device)
+    mu, sigma = mu.to(sigma2), sigma.to(sigma2)
+    diff = mu - mu2
+    eigenvalues = torch.linalg.eigvalsh(factor.T @ sigma @ factor)
+    tr_covmean = eigenvalues.clamp_min(0).sqrt().sum()
+    return float(diff @ diff + sigma.trace() + sigma2.trace() - 2 * tr_covmean)
+
+
 def gaussian_stats(features: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance (unbiased, as torch-fidelity and the TTUR reference compute them), float64."""
     f = features.double().cpu().numpy()
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
+class FeatureMoments:
+    """Mean and covariance of feature rows fed batch by batch, summed in float64 on the features' device.
+
+    What :func:`gaussian_stats` gives for the concatenated rows (up to float rounding), without
+    keeping the rows (50,000 x 2048 for FID-50k) or copying them to the host: only the 2048-d sum
+    and the 2048x2048 sum of outer products live on the device, and :meth:`mean_and_cov` returns
+    the statistics there (:meth:`stats` copies them to the host).
+    The sums are taken around the first batch's mean, so that the covariance does not lose digits
+    to cancellation when the mean is large against the spread.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.shift: Tensor | None = None
+        self.total: Tensor | None = None
+        self.outer: Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, features: Tensor) -> None:
+        x = features.detach().double()
+        if self.shift is None:
+            self.shift = x.mean(dim=0)
+            self.total = torch.zeros_like(self.shift)
+            self.outer = x.new_zeros(x.shape[1], x.shape[1])
+        x = x - self.shift
+        self.total += x.sum(dim=0)
+        self.outer.addmm_(x.T, x)  # float64: TF32 settings do not apply
+        self.n += len(x)
+
+    @torch.no_grad()
+    def mean_and_cov(self) -> tuple[Tensor, Tensor]:
+        """(mean, unbiased covariance), float64 on the features' device."""
+        if self.n < 2:
+            raise ValueError(f"FeatureMoments: a covariance needs 2 rows, not {self.n}")
+        mean = self.total / self.n
+        cov = (self.outer - torch.outer(self.total, mean)) / (self.n - 1)
+        cov = (cov + cov.T) / 2  # exactly symmetric, whatever order the matmul summed in
+        return self.shift + mean, cov
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, unbiased covariance) as float64 numpy arrays, like :func:`gaussian_stats`."""
+        mean, cov = self.mean_and_cov()
+        return mean.cpu().numpy(), cov.cpu().numpy()
+
+
 def compute_metrics(
-    generated: dict[str, Tensor], reference: Reference, metrics: tuple[str, ...] | list[str], *, seed: int = 0
+    generated: dict[str, Tensor],
+    reference: Reference,
+    metrics: tuple[str, ...] | list[str],
+    *,
+    seed: int = 0,
+    stats: tuple[Tensor | np.ndarray, Tensor | np.ndarray] | None = None,
 ) -> dict[str, float]:
     """The requested metrics of generated features against a reference set, keyed by short name.
 
     Names: ``fid``; ``is`` and ``is_std`` (over 10 splits); ``kid`` and ``kid_std`` (100 subsets of
     up to 1,000); ``precision``, ``recall`` (k = 3 nearest neighbours, Kynkäänniemi et al. 2019).
+
+    Args:
+        generated: ``features`` (needed by FID without ``stats``, KID, precision/recall) and
+            ``logits`` (needed by IS) of the generated images.
+        stats: the generated features' (mean, covariance), e.g. from :class:`FeatureMoments`;
+            FID then needs no features, and is computed on the device they are on.
     """
     out: dict[str, float] = {}
-    feats = generated["features"]
     if "fid" in metrics:
-        mu, sigma = gaussian_stats(feats)
-        out["fid"] = frechet_distance(mu, sigma, reference.mu, reference.sigma)
+        mu, sigma = stats if stats is not None else gaussian_stats(generated["features"])
+        out["fid"] = frechet_distance_to(reference, torch.as_tensor(mu), torch.as_tensor(sigma))
     if "is" in metrics:
         from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
-        splits = isc_splits(len(feats))
+        splits = isc_splits(len(generated["logits"]))
         isc = isc_features_to_metric(generated["logits"], splits=splits, shuffle=True, rng_seed=seed)
         out["is"], out["is_std"] = isc[KEY_METRIC_ISC_MEAN], isc[KEY_METRIC_ISC_STD]
     if "kid" in metrics:
         from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
+        feats = generated["features"]
         kid = kid_features_to_metric(feats, reference.features, kid_subsets=KID_SUBSETS, verbose=False,
                                      kid_subset_size=kid_subset_size(len(feats), len(reference.features)),
                                      rng_seed=seed)
@@ -286,7 +395,7 @@ def compute_metrics(
     if "prc" in metrics:
         from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-        prc = prc_features_to_metric(feats, reference.features, prc_neighborhood=PRC_NEIGHBORHOOD,
+        prc = prc_features_to_metric(generated["features"], reference.features, prc_neighborhood=PRC_NEIGHBORHOOD,
                                      prc_batch_size=PRC_BATCH, save_cpu_ram=True, verbose=False)
         out["precision"], out["recall"] = prc[KEY_METRIC_PRECISION], prc[KEY_METRIC_RECALL]
     return out
@@ -311,6 +420,20 @@ class Reference:
     labels: Tensor | None
     mu: np.ndarray = field(repr=False)
     sigma: np.ndarray = field(repr=False)
+    # F with sigma = F Fᵀ (see frechet_distance_to): cached with the reference; made on demand when None.
+    sigma_factor: np.ndarray | None = field(default=None, repr=False)
+    _on_device: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict, repr=False, compare=False)
+
+    def moments_on(self, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
+        """(mu, sigma, F with sigma = F Fᵀ) as float64 tensors on ``device``, moved there once."""
+        key = str(torch.device(device))
+        if key not in self._on_device:
+            mu = torch.from_numpy(np.asarray(self.mu, dtype=np.float64)).to(device)
+            sigma = torch.from_numpy(np.asarray(self.sigma, dtype=np.float64)).to(device)
+            factor = (torch.from_numpy(self.sigma_factor).to(device) if self.sigma_factor is not None
+                      else covariance_factor(sigma))
+            self._on_device[key] = (mu, sigma, factor)
+        return self._on_device[key]
 
     @property
     def sha256(self) -> str:
@@ -320,6 +443,12 @@ class Reference:
     @property
     def num_samples(self) -> int:
         return len(self.features)
+
+
+def covariance_factor(sigma: Tensor) -> Tensor:
+    """F with sigma = F Fᵀ, from sigma's eigendecomposition (negative rounding noise taken as 0), float64."""
+    eigenvalues, vectors = torch.linalg.eigh(sigma.double())
+    return vectors * eigenvalues.clamp_min(0).sqrt()
 
 
 def reference_cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
@@ -336,34 +465,60 @@ def load_or_compute_reference(
     """Reference features for ``key`` (dataset, split, resolution, count, extractor and its weights hash).
 
     Computed by ``compute() -> (features dict, labels or None)`` once, then read from
-    ``cache_dir/reference/<hash of key>.pt``; any change in the key is a different file.
+    ``cache_dir/reference/<hash of key>.pt``; any change in the key is a different file. The
+    file holds the features' mean and covariance (and the covariance's factor that
+    :func:`frechet_distance_to` uses) too, so loading it computes nothing; a file written before
+    they were stored gets them added, computed as they always were.
     """
     path = reference_cache_file(cache_dir, key) if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if stored["key"] == json.loads(json.dumps(key)):
-                return _reference(key, stored["features"], stored["logits"], stored.get("labels"))
+                ref = _reference(key, stored["features"], stored["logits"], stored.get("labels"),
+                                 stored.get("mu"), stored.get("sigma"), stored.get("sigma_factor"))
+                if stored.get("sigma_factor") is None:
+                    with suppress(OSError):  # a read-only cache still serves its features
+                        _save_reference(path, ref)
+                return ref
             log(f"eval: {path} belongs to another reference; recomputing it")
         except Exception as err:
             log(f"eval: {path} is unreadable ({type(err).__name__}); recomputing it")
     log(f"eval: computing reference features for {key['dataset']} ({key['split']}, {key['num_samples']} images, "
         f"{key['extractor']})")
     feats, labels = compute()
+    ref = _reference(key, feats["features"].cpu(), feats["logits"].cpu(), labels)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            torch.save({"key": key, "features": feats["features"], "logits": feats["logits"], "labels": labels}, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return _reference(key, feats["features"], feats["logits"], labels)
+        _save_reference(path, ref)
+    return ref
 
 
-def _reference(key: dict[str, Any], features: Tensor, logits: Tensor, labels: Tensor | None) -> Reference:
-    mu, sigma = gaussian_stats(features)
-    return Reference(key=dict(key), features=features, logits=logits, labels=labels, mu=mu, sigma=sigma)
+def _reference(key: dict[str, Any], features: Tensor, logits: Tensor, labels: Tensor | None,
+               mu: Tensor | None = None, sigma: Tensor | None = None, factor: Tensor | None = None) -> Reference:
+    # The statistics are always those of gaussian_stats (float64 numpy), whether just computed or
+    # read back: the reference's hash, recorded in every protocol, stays what it was.
+    if mu is None or sigma is None:
+        mu, sigma = gaussian_stats(features)
+        factor = None
+    else:
+        mu, sigma = mu.numpy(), sigma.numpy()
+    if factor is None:
+        factor = covariance_factor(torch.from_numpy(sigma))
+    return Reference(key=dict(key), features=features, logits=logits, labels=labels, mu=mu, sigma=sigma,
+                     sigma_factor=factor.numpy())
+
+
+def _save_reference(path: Path, ref: Reference) -> None:
+    """Write atomically: a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({"key": ref.key, "features": ref.features, "logits": ref.logits, "labels": ref.labels,
+                    "mu": torch.from_numpy(ref.mu), "sigma": torch.from_numpy(ref.sigma),
+                    "sigma_factor": torch.from_numpy(ref.sigma_factor)}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -373,7 +528,7 @@ def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     for key in sorted(set(a) | set(b)):
         if key in _IGNORED:
             continue
-        va, vb = a.get(key), b.get(key)
+        va, vb = a.get(key, _ABSENT_MEANS.get(key)), b.get(key, _ABSENT_MEANS.get(key))
         if isinstance(va, dict) and isinstance(vb, dict):
             diffs += [f"{key}.{d}" for d in protocol_differences(va, vb)]
         elif va != vb:
@@ -382,4 +537,6 @@ def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 # Recorded for the reader, but not part of what makes two numbers comparable.
-_IGNORED = {"seed", "classifier_path", "gansuite_version"}
+_IGNORED = {"seed", "classifier_path", "gansuite_version", "fid_solver"}
+# Keys added to the protocol later, with the value that results written before them were measured with.
+_ABSENT_MEANS = {"feature_precision": "exact"}
