@@ -207,3 +207,44 @@ def test_packed_gan_trains_with_a_gradient_penalty():
     trainer = fit(module, steps=3)
     assert module.step == 3
     assert torch.isfinite(trainer.callback_metrics["train/d_reg"])
+
+
+def test_a_training_step_reads_nothing_back_from_the_device_between_logged_batches():
+    """No .item(), bool(t), float(t) or .tolist() inside training_step except on logged batches, and one
+    transfer there: a GPU never waits for the host in between (benchmarks/host_syncs.py counts whole runs)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    module = tiny_gan()
+    counts, tolists = [], []
+    step, tolist = module.training_step, torch.Tensor.tolist
+
+    def counted_step(batch, batch_idx):
+        calls = []
+        torch.Tensor.tolist = lambda self: calls.append(1) or tolist(self)
+        try:
+            with Count() as c:
+                step(batch, batch_idx)
+        finally:
+            torch.Tensor.tolist = tolist
+        counts.append(c.n)
+        tolists.append(len(calls))
+
+    module.training_step = counted_step
+    trainer = L.Trainer(max_steps=20, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        log_every_n_steps=4)
+    trainer.fit(module, datamodule=Mixture2D(modes="ring8", num_samples=512, batch_size=16, seed=0))
+    assert len(counts) == 10 and counts == [0] * 10
+    # Batches 3 and 7 are logged (every 4th), and batch 9 is the last: one transfer each, none elsewhere.
+    assert tolists == [0, 0, 0, 1, 0, 0, 0, 1, 0, 1]
+    assert set(trainer.callback_metrics) >= {"train/d_loss", "train/g_loss", "train/d_real_score"}
+    assert set(module.progress_metrics) == {"train/d_loss", "train/g_loss"}

@@ -268,9 +268,9 @@ class AdversarialModule(L.LightningModule):
         return terms
 
     def _logs_this_batch(self) -> bool:
-        """Whether Lightning sends this batch's metrics to the loggers (every ``log_every_n_steps`` batches), or it
-        is the last batch. Other batches skip ``self.log``, which costs Lightning about 1 ms a call on a CPU
-        (benchmarks/overhead.py); the progress bar's losses then change when the logs do."""
+        """Whether this batch's values go to the loggers (every ``log_every_n_steps`` batches, as Lightning counts
+        them), or it is the last batch. Only these batches read values on the host (and check for NaN); the
+        progress bar's losses change when the logs do."""
         trainer = self._trainer
         connector = getattr(trainer, "_logger_connector", None)
         if connector is None:
@@ -318,7 +318,8 @@ class AdversarialModule(L.LightningModule):
         for total in self._loss_sums.values():
             total.zero_()
         self._unchecked_from = self.step
-        self.progress_metrics = {k: v for k, v in logged.items() if k.endswith("_loss")}
+        # train/d_loss and train/g_loss: the terms named "loss" (not, say, train/g_cycle_loss).
+        self.progress_metrics = {k: v for k, v in logged.items() if k.split("/", 1)[-1].split("_", 1)[-1] == "loss"}
         trainer = self._trainer
         if trainer is None or not logged:
             return
@@ -333,7 +334,9 @@ class AdversarialModule(L.LightningModule):
     def _update(self, optimizer, loss: Tensor, key: str) -> None:
         total = self._loss_sums.get(key)
         if total is None:
-            total = self._loss_sums[key] = torch.zeros((), device=loss.device)
+            # float32 at least: a float16 sum would overflow long before the losses do.
+            total = self._loss_sums[key] = torch.zeros((), device=loss.device,
+                                                       dtype=torch.promote_types(loss.dtype, torch.float32))
         total.add_(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
