@@ -41,7 +41,7 @@ part() {  # part NAME LIMIT_S COMMAND...: run it with a time limit, log to OUT/N
 
 python - > "$OUT/versions.json" <<'EOF'
 import json, platform, torch, lightning
-gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU: " + platform.processor() + ")"
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"no GPU ({platform.machine()} CPU)"
 print(json.dumps({"gpu": gpu, "torch": torch.__version__, "lightning": lightning.__version__}))
 EOF
 

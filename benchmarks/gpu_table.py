@@ -49,7 +49,8 @@ def throughput_rows(out: Path) -> list[str]:
             for r in data["results"]:
                 by_variant.setdefault(r["variant"], []).append(r["img_per_s"])
             g, p = (statistics.median(by_variant.get(v, [float("nan")])) for v in ("gansuite", "plain"))
-            rows.append(f"| {label} (batch {data['args'].get('batch_size')}, {data['args'].get('resolution')} px) "
+            px = str(data["args"].get("resolution")).strip("[]")
+            rows.append(f"| {label} (batch {data['args'].get('batch_size')}, {px} px) "
                         f"| {g:,.0f} | {p:,.0f} | {g / p:.2f} |")
     return rows
 
@@ -73,18 +74,15 @@ def main() -> None:
             print(f"| host syncs per training batch, {r['family']} ({r['batches']} batches) | {r['per_batch']:.4f} "
                   f"| 0 | target <= 0.05 |")
 
-    fid = _load(out, "fid_speed")
-    if fid is None:
-        print(f"| FID time | {_missing(out, 'fid_speed')} | | |")
-    else:
-        print(f"| FID of {fid['n']:,} generated images, s | {fid['gansuite_s']:.1f} | torch-fidelity "
-              f"{fid['torch_fidelity_s']:.1f} | {fid['gansuite_s'] / fid['torch_fidelity_s']:.2f} |")
-
-    startup = _load(out, "startup")
-    if startup is None:
-        print(f"| clean cache to first training batch, s | {_missing(out, 'startup')} | | |")
-    else:
-        print(f"| clean cache to first training batch, s | {startup['median_s']:.1f} | | target <= 20 |")
+    for name, label, row in (
+        ("fid_speed", "FID time, s",
+         lambda d: f"| FID of {d['n']:,} generated images, s | {d['gansuite_s']:.1f} | torch-fidelity "
+                   f"{d['torch_fidelity_s']:.1f} | {d['gansuite_s'] / d['torch_fidelity_s']:.2f} |"),
+        ("startup", "clean cache to first training batch, s",
+         lambda d: f"| clean cache to first training batch, s | {d['median_s']:.1f} | | target <= 20 |"),
+    ):
+        data = _load(out, name)
+        print(f"| {label} | {_missing(out, name)} | | |" if data is None else row(data))
 
     evals = sorted((out / "default_run" / "checkpoints").glob("eval_step_*.json"))
     if not evals:
