@@ -324,6 +324,10 @@ def _speed_options(cfg: DictConfig, module: L.LightningModule) -> None:
     for net in nets:
         _compile_for_training(net, kwargs)
     if module.regularizer is not None:
+        if not hasattr(torch.compiler, "set_stance"):
+            raise ConfigError(f"trainer.compile with a regularizer (loss.regularizer) needs torch 2.6 or newer to run "
+                              f"its double backward eagerly, and this is torch {torch.__version__}; upgrade torch or "
+                              "set trainer.compile=false.")
         module.regularizer = EagerRegularizer(module.regularizer)
 
 

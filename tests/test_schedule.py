@@ -248,3 +248,16 @@ def test_a_training_step_reads_nothing_back_from_the_device_between_logged_batch
     assert tolists == [0, 0, 0, 1, 0, 0, 0, 1, 0, 1]
     assert set(trainer.callback_metrics) >= {"train/d_loss", "train/g_loss", "train/d_real_score"}
     assert set(module.progress_metrics) == {"train/d_loss", "train/g_loss"}
+
+
+def test_with_n_critic_3_only_the_last_batch_of_the_run_is_logged_besides_the_regular_ones():
+    """The last step is 3 batches; only its last (which holds G's update) is read and logged."""
+    module = tiny_gan(n_critic=3)
+    logged: list[tuple[int, set[str]]] = []
+    trainer = L.Trainer(max_steps=4 * module.optimizer_steps_per_step, max_epochs=-1, accelerator="cpu",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, log_every_n_steps=100)
+    check = module._check_and_log
+    module._check_and_log = lambda step: (logged.append((step, set(module._pending))), check(step))
+    trainer.fit(module, datamodule=Mixture2D(modes="ring8", num_samples=512, batch_size=16, seed=0))
+    assert logged == [(3, {"train/d_loss", "train/d_real_score", "train/d_fake_score", "train/g_loss"})]

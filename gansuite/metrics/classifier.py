@@ -271,7 +271,10 @@ def load_or_train(*, dataset: str, train: tuple[Tensor, Tensor], heldout: tuple[
                 f"{device.type})")
             start = time.perf_counter()
             model.to(device)
-            _train(model, x_train, y_train, epochs=epochs, seed=seed, device=device)
+            # Deterministic cuDNN on a GPU: the ranks of a distributed run each train this classifier and
+            # must end with the same weights (one feature space).
+            with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True):
+                _train(model, x_train, y_train, epochs=epochs, seed=seed, device=device)
             model.eval()
             accuracy = float((predict(model, x_held) == y_held.cpu()).double().mean())
             model.cpu()

@@ -254,8 +254,8 @@ def extraction_precision(precision: str = "exact"):
     # Plain assignments rather than cudnn.flags(), which would also reset `benchmark` to False.
     previous = (cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32)
     exact = check_precision(precision) == "exact"
-    # exact: autotuning among deterministic algorithms only, so evaluating a checkpoint twice on one GPU
-    # gives the same features (gansuite-eval repeats the training run's number).
+    # exact: autotuning among deterministic algorithms only. The same algorithm gives the same features every
+    # time; another process may pick another one, which changes them by float rounding only.
     cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32 = not exact, True, exact, False
     try:
         yield

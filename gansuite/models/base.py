@@ -272,11 +272,15 @@ class AdversarialModule(L.LightningModule):
         them), or it is the last batch. Only these batches read values on the host (and check for NaN); the
         progress bar's losses change when the logs do."""
         trainer = self._trainer
-        connector = getattr(trainer, "_logger_connector", None)
-        if connector is None:
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        if loop is None:
             return True
-        last = 0 < trainer.max_steps <= trainer.global_step + self.optimizer_steps_per_step
-        return bool(connector.should_update_logs) or last
+        # Lightning's own rule (should_update_logs) without its "or should_stop": a Ctrl-C reaches each rank at
+        # its own moment, and the NaN check on logged batches is a collective that every rank must join.
+        every = trainer.log_every_n_steps
+        total = self.total_batches(trainer)
+        last = total is not None and self.batches_consumed + 1 >= total
+        return (every > 0 and (loop._batches_that_stepped + 1) % every == 0) or last
 
     def _log_terms(self, net: str, terms: dict[str, Tensor]) -> None:
         # Keys are train/d_loss, train/d_reg, train/g_loss, ...; they stay on the device until _check_and_log.
@@ -351,6 +355,9 @@ class AdversarialModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
 
     # ----------------------------------------------------------- exact resume
+    def on_train_start(self) -> None:
+        self._unchecked_from = self.step  # a resumed run checks from where it resumed
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # RNG states are restored at the first batch after a resume, not at load time: loading,
         # data-loader start-up and callbacks may draw random numbers in between.
