@@ -422,7 +422,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"trainer: {message}; fix trainer.accelerator, devices or precision "
                           "(trainer=cpu runs anywhere).") from None
     try:
-        with _stop_on_ctrl_c(trainer) as stop:
+        with _stop_on_signals(trainer) as stop:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         _finish(logger)
@@ -430,7 +430,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if stop["requested"]:
         log.warning(f"stopped at step {module.step}; checkpoints/last.ckpt holds it: resume with resume={output_dir}")
     return {"output_dir": output_dir, "step": module.step, "trainer": trainer, "module": module,
-            "stopped": stop["requested"]}
+            "stopped": stop["requested"], "signal": stop["signal"]}
 
 
 def _finish(logger) -> None:
@@ -441,25 +441,43 @@ def _finish(logger) -> None:
         logger.experiment.finish()
 
 
+# Signals that stop a run as the first Ctrl-C does: SIGTERM is what SLURM and Kubernetes send before they
+# stop a job, SIGUSR1 what SLURM sends ahead of its time limit with `--signal=USR1@<seconds>`.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
 @contextmanager
-def _stop_on_ctrl_c(trainer: L.Trainer):
-    """First Ctrl-C: finish the batch in flight, save last.ckpt and stop cleanly. A second one aborts."""
-    stop = {"requested": False}
+def _stop_on_signals(trainer: L.Trainer):
+    """First Ctrl-C, SIGTERM or SIGUSR1: finish the batch in flight, save last.ckpt and stop cleanly.
+
+    A second Ctrl-C aborts. ``stop["signal"]`` is the first signal received (the exit status is 128 plus it).
+    """
+    stop: dict[str, Any] = {"requested": False, "signal": None}
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
 
     def request_stop(signum, frame):
-        signal.signal(signal.SIGINT, previous)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
         stop["requested"] = True
+        stop["signal"] = stop["signal"] or signum
         trainer.should_stop = True
-        log.warning("Ctrl-C: stopping after this batch and saving checkpoints/last.ckpt (press again to abort)")
+        # Lightning's own SIGTERM handler runs before this one (it keeps handlers it finds) and would end the
+        # run after this batch with exit status 0 and no last.ckpt: the stop above saves it instead.
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is not None:
+            connector.received_sigterm = False
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        again = " (press again to abort)" if signum == signal.SIGINT else ""
+        log.warning(f"{name}: stopping after this batch and saving checkpoints/last.ckpt{again}")
 
-    previous = signal.signal(signal.SIGINT, request_stop)
+    previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -478,7 +496,8 @@ def main(cfg: DictConfig) -> float:
             return objective(None)
         sys.exit(1)
     if result["stopped"]:
-        sys.exit(130)  # the shell's code for "ended by Ctrl-C"; the run itself was saved
+        # The shell's code for "ended by this signal" (130 for Ctrl-C, 143 for SIGTERM); the run itself was saved.
+        sys.exit(128 + int(result["signal"] or signal.SIGINT))
     return objective(result)
 
 

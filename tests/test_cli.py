@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,28 @@ def test_vanilla_gan_puts_ring8_samples_on_the_ring(tmp_path):
     angles = torch.atan2(points[:, 1], points[:, 0])
     nearest_mode = torch.round(angles / (2 * math.pi / 8)).remainder(8)
     assert nearest_mode.unique().numel() >= 4  # not a single collapsed point
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
+def test_preemption_signal_saves_last_ckpt_and_exits_non_zero(tmp_path, signum, status):
+    """What SLURM and Kubernetes send before they stop a job: the run ends as after a Ctrl-C, saved."""
+    run_dir = tmp_path / "run"
+    overrides = ["trainer=debug", "logger=none", "eval=none", "model.latent_dim=8", "data.batch_size=8",
+                 "model.generator.width=4", "model.discriminator.width=4", "trainer.max_steps=100000",
+                 "trainer.checkpoint_every=5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([GANSUITE_TRAIN, f"hydra.run.dir={run_dir}", *overrides], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "step_000005.ckpt").exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+            time.sleep(0.2)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == status, err[-3000:]
+    assert f"{signal.Signals(signum).name}: stopping after this batch" in out + err
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert 5 <= last["gansuite_step"] < 100000
