@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from gansuite.errors import ConfigError
 
@@ -20,11 +23,38 @@ LAST = "last.ckpt"
 SCHEDULE_KEYS = ("loss.n_critic", "loss.regularizer.every", "data.batch_size", "data._target_")
 
 
+def _temporary_name(path: Path) -> Path:
+    """``.<name>.<host>.<pid>.tmp`` beside ``path``: whose it is, so that a later run can tell a stale one."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the checkpoint temporaries in ``folder`` left by processes of this host that no longer run
+    (a kill -9 in the middle of a save); those of live processes and of other hosts are kept."""
+    removed = []
+    host = socket.gethostname()
+    for tmp in Path(folder).glob(".*.ckpt.*.tmp"):
+        owner, _, pid = tmp.name[:-len(".tmp")].rpartition(".")
+        if not owner.endswith(f".{host}") or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or not ours to signal): its save may be in progress
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a hidden temporary file in its own folder, then renames it into place.
+    """Writes a checkpoint to a hidden temporary file in its own folder, syncs it to disk, then renames it.
 
     The rename is atomic within one filesystem, so an interrupted save never leaves a file that
-    looks complete, and never replaces a good checkpoint with a partial one.
+    looks complete, and never replaces a good checkpoint with a partial one; the fsync before it means
+    a crash of the machine cannot leave a renamed file whose contents never reached the disk.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
@@ -32,10 +62,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = _temporary_name(path)
         try:
-            torch.save(checkpoint, tmp)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
+            with suppress(OSError):  # the rename itself; some filesystems cannot sync a folder
+                folder = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -59,6 +98,12 @@ class StepCheckpoint(ModelCheckpoint):
             save_top_k=-1,
             **kwargs,
         )
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath and Path(self.dirpath).is_dir():
+            for tmp in remove_stale_temporaries(Path(self.dirpath)):
+                rank_zero_info(f"removed {tmp}, left by a save that was killed")
 
     def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         candidates = super()._monitor_candidates(trainer)

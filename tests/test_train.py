@@ -216,3 +216,24 @@ def test_2d_runs_log_the_mode_metrics_of_their_scatter_samples(tmp_path):
         rows = [r for r in csv.DictReader(f) if r.get("val/modes_2500")]
     assert [int(float(r["step"])) for r in rows] == [1, 2]
     assert float(rows[-1]["val/reverse_kl_2500"]) == pytest.approx(scatter.last_stats.reverse_kl)
+
+
+def test_a_run_removes_checkpoint_temporaries_that_killed_saves_left_and_keeps_live_ones(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    stale = folder / f".step_000002.ckpt.{host}.{int(dead.stdout)}.tmp"  # that process has ended
+    live = folder / f".last.ckpt.{host}.{os.getppid()}.tmp"  # a live process's: a save in progress
+    elsewhere = folder / f".last.ckpt.another-host.{int(dead.stdout)}.tmp"  # can't tell from here
+    for path in (stale, live, elsewhere):
+        path.write_bytes(b"partial")
+    train(make_cfg(tmp_path, "trainer.max_steps=2", "callbacks=none"))
+    assert not stale.exists() and live.exists() and elsewhere.exists()
+    assert (folder / "last.ckpt").is_file()
+    assert sorted(p.name for p in folder.glob("*.tmp")) == sorted([live.name, elsewhere.name])
