@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from contextlib import suppress
@@ -15,7 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from gansuite.errors import ConfigError
+from gansuite.errors import ConfigError, DiskFullError
 
 LAST = "last.ckpt"
 # Options that fix what a step and a batch are: a resume that changed them would silently
@@ -49,6 +50,18 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
+def _disk_full(err: BaseException) -> bool:
+    """Whether an error, or one it arose from, is the disk (or the user's quota) being full. torch.save reports
+    it as a RuntimeError of its zip writer raised while handling the file's OSError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a hidden temporary file in its own folder, syncs it to disk, then renames it.
 
@@ -64,10 +77,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temporary_name(path)
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except Exception as err:
+                if not _disk_full(err):
+                    raise
+                run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+                raise DiskFullError(errno.ENOSPC, f"the disk holding {path.parent} is full (no space left on device) "
+                                    f"while saving {path.name}; the checkpoints already there are kept: free some "
+                                    f"space, then resume with resume={run}") from None
             os.replace(tmp, path)
             with suppress(OSError):  # the rename itself; some filesystems cannot sync a folder
                 folder = os.open(path.parent, os.O_RDONLY)
@@ -130,13 +151,31 @@ class RunInfo(Callback):
                 checkpoint["wandb_run_id"] = logger.version
 
 
+def _newest_checkpoint(folder: Path) -> Path | None:
+    """``last.ckpt``, or a ``step_*.ckpt`` of a later step: a run killed between writing the step file and
+    refreshing ``last.ckpt`` left ``last.ckpt`` a save behind."""
+    last = folder / LAST
+    steps = {int(p.stem.removeprefix("step_")): p for p in folder.glob("step_*.ckpt") if p.stem[5:].isdigit()}
+    if not last.is_file():
+        return steps[max(steps)] if steps else None
+    if not steps:
+        return last
+    try:  # memory-mapped: reads the step without loading the weights
+        last_step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("gansuite_step")
+    except Exception:  # noqa: BLE001 - an unreadable last.ckpt is reported by read_checkpoint
+        return last
+    newest = max(steps)
+    return steps[newest] if isinstance(last_step, int) and newest > last_step else last
+
+
 def resolve_resume(path: str | Path, key: str = "resume") -> Path:
     """A checkpoint file, or a run directory whose checkpoints/last.ckpt is taken (``key`` names the option)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        for candidate in (path / "checkpoints" / LAST, path / LAST):
-            if candidate.is_file():
-                return candidate
+        for folder in (path / "checkpoints", path):
+            newest = _newest_checkpoint(folder)
+            if newest is not None:
+                return newest
         raise ConfigError(f"{key}: {path} holds no checkpoints/{LAST}; pass a .ckpt file or a gansuite run directory.")
     if not path.is_file():
         raise ConfigError(f"{key}: {path} does not exist; pass a .ckpt file or a gansuite run directory.")

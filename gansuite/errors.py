@@ -10,4 +10,8 @@ class ConfigError(ValueError):
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; training stops before the bad step is applied."""
+    """A loss or the weights became NaN or infinite; training stops, and no checkpoint holds such weights."""
+
+
+class DiskFullError(OSError):
+    """A checkpoint could not be written because its disk is full; the checkpoints already written are kept."""

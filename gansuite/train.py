@@ -30,7 +30,7 @@ from gansuite.checkpointing import (
     read_checkpoint,
     resolve_resume,
 )
-from gansuite.errors import ConfigError, NonFiniteLossError
+from gansuite.errors import ConfigError, DiskFullError, NonFiniteLossError
 from gansuite.precision import PerOptimizerMixedPrecision
 
 # Lightning warnings that do not apply to gansuite's manual schedule: checkpoints are taken after
@@ -490,6 +490,9 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as err:
         print(f"gansuite-train: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except DiskFullError as err:
+        print(f"gansuite-train: stopped: {err.strerror}.", file=sys.stderr)
+        sys.exit(1)
     except NonFiniteLossError as err:
         print(f"gansuite-train: stopped: {err}", file=sys.stderr)
         if in_multirun():  # one diverged trial must not end the sweep (SystemExit would): it scores the worst

@@ -237,3 +237,46 @@ def test_a_run_removes_checkpoint_temporaries_that_killed_saves_left_and_keeps_l
     assert not stale.exists() and live.exists() and elsewhere.exists()
     assert (folder / "last.ckpt").is_file()
     assert sorted(p.name for p in folder.glob("*.tmp")) == sorted([live.name, elsewhere.name])
+
+
+def test_a_full_disk_stops_in_one_sentence_and_keeps_the_checkpoints_written(tmp_path, monkeypatch):
+    import errno
+
+    import gansuite.checkpointing as checkpointing
+    from gansuite.errors import DiskFullError
+
+    saves, real_save = {"n": 0}, torch.save
+
+    def save(obj, f, *args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] <= 2:  # step_000002.ckpt and last.ckpt
+            return real_save(obj, f, *args, **kwargs)
+        try:  # what torch.save raises when the disk fills: its zip writer's error, raised while handling the OSError
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+    monkeypatch.setattr(checkpointing.torch, "save", save)
+    with pytest.raises(DiskFullError) as caught:
+        train(make_cfg(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2", "callbacks=none"))
+    assert caught.value.strerror == (f"the disk holding {tmp_path / 'checkpoints'} is full (no space left on device) "
+                                     f"while saving step_000004.ckpt; the checkpoints already there are kept: free "
+                                     f"some space, then resume with resume={tmp_path}")
+    monkeypatch.setattr(checkpointing.torch, "save", real_save)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["gansuite_step"] == 2
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+
+
+def test_resume_from_a_directory_takes_a_step_file_newer_than_last_ckpt(tmp_path):
+    """A kill between writing step_N.ckpt and refreshing last.ckpt leaves last.ckpt one save behind."""
+    import shutil
+
+    from gansuite.checkpointing import resolve_resume
+
+    train(make_cfg(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2", "callbacks=none"))
+    folder = tmp_path / "checkpoints"
+    assert resolve_resume(tmp_path) == folder / "last.ckpt"  # last.ckpt holds step 6, as step_000006.ckpt does
+    shutil.copyfile(folder / "step_000004.ckpt", folder / "last.ckpt")
+    assert resolve_resume(tmp_path) == folder / "step_000006.ckpt"
+    (folder / "last.ckpt").unlink()
+    assert resolve_resume(tmp_path) == folder / "step_000006.ckpt"
