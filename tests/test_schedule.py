@@ -182,7 +182,8 @@ def test_non_finite_loss_stops_at_the_next_logged_batch():
     trainer = L.Trainer(max_steps=20, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         log_every_n_steps=4)
-    with pytest.raises(NonFiniteLossError, match="train/d_loss became nan between steps 0 and 3"):
+    with pytest.raises(NonFiniteLossError, match="train/d_loss became nan between steps 0 and 3; training stopped "
+                                                 "before writing any checkpoint: start again with"):
         trainer.fit(module, datamodule=Mixture2D(modes="ring8", num_samples=512, batch_size=16, seed=0))
     assert calls["n"] == 4  # batch 3 is the first logged one (Lightning logs every 4th batch): it stopped there
 

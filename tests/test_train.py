@@ -105,8 +105,9 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(losses, "bce_d", bce_then_nan)
     cfg = make_cfg(tmp_path, "trainer.max_steps=10", "trainer.checkpoint_every=2")
-    with pytest.raises(NonFiniteLossError, match="train/d_loss became nan at step 5"):
+    with pytest.raises(NonFiniteLossError, match="train/d_loss became nan at step 5") as caught:
         train(cfg)
+    assert f"the last good checkpoint, {tmp_path / 'checkpoints' / 'last.ckpt'}, was kept" in str(caught.value)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["gansuite_step"] == 4
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())

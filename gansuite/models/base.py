@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -37,11 +38,8 @@ from gansuite.losses import Objective
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
-_NAN_ADVICE = (
-    "training stopped and the last good checkpoint was kept: resume from it with "
-    "model.module.grad_clip=1.0, or start again with lower model.g_optimizer.lr and model.d_optimizer.lr "
-    "(a resumed run keeps the learning rates stored in its checkpoint)."
-)
+_NAN_FIX = ("model.module.grad_clip=1.0, or start again with lower model.g_optimizer.lr and model.d_optimizer.lr "
+            "(a resumed run keeps the learning rates stored in its checkpoint).")
 Regularizer = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
 
 
@@ -311,7 +309,19 @@ class AdversarialModule(L.LightningModule):
         if bad is None:
             return
         when = f"at step {step}" if step <= self._unchecked_from else f"between steps {self._unchecked_from} and {step}"
-        raise NonFiniteLossError(f"{bad[0]} became {bad[1]} {when}; {_NAN_ADVICE}")
+        raise NonFiniteLossError(f"{bad[0]} became {bad[1]} {when}; {self._nan_advice()}")
+
+    def _nan_advice(self) -> str:
+        """What to do after a non-finite loss, naming the checkpoint to resume from, if there is one."""
+        trainer = self._trainer
+        folder = getattr(getattr(trainer, "checkpoint_callback", None), "dirpath", None)
+        last = Path(folder) / "last.ckpt" if folder else None
+        if last is not None and last.is_file():
+            return f"training stopped and the last good checkpoint, {last}, was kept: resume from it with {_NAN_FIX}"
+        if trainer is not None and trainer.ckpt_path:
+            return (f"training stopped before writing a checkpoint since {trainer.ckpt_path}: resume from that with "
+                    f"{_NAN_FIX}")
+        return f"training stopped before writing any checkpoint: start again with {_NAN_FIX}"
 
     def _check_and_log(self, step: int) -> None:
         """On a logged batch: check the losses since the last check and send this batch's values to the loggers,
@@ -378,7 +388,7 @@ class AdversarialModule(L.LightningModule):
         self._raise_if_non_finite(sums, self.step)
         bad = next((name for (name, _), ok in zip(weights, finite, strict=True) if not ok), None)
         if bad is not None:
-            raise NonFiniteLossError(f"weights {bad} became non-finite at step {self.step}; {_NAN_ADVICE}")
+            raise NonFiniteLossError(f"weights {bad} became non-finite at step {self.step}; {self._nan_advice()}")
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
