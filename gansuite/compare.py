@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from gansuite.aggregate import summarize
+from gansuite.errors import ConfigError
+from gansuite.outputs import SOFTWARE, check_output
 
 __all__ = ["CompareError", "Run", "compare_rows", "find_runs", "format_table", "main", "plot", "read_run",
            "read_wandb_history"]
@@ -372,7 +374,7 @@ def plot(runs: list[Run], rows: list[dict[str, Any]], metric: str, out: Path) ->
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # renamed into place: never half a PNG
         try:
-            fig.savefig(tmp, format="png", bbox_inches="tight")
+            fig.savefig(tmp, format="png", bbox_inches="tight", metadata={"Software": SOFTWARE})
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
@@ -393,8 +395,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--goal", choices=("min", "max"), help="which value is best (default: by the metric's name)")
     parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the plot (default: compare.png)")
     parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out / --json files gansuite did not write")
     args = parser.parse_args(argv)
     try:
+        for option, path in (("--out", args.out), ("--json", args.json)):
+            if path is not None:
+                try:
+                    check_output(path, option, args.overwrite)
+                except ConfigError as err:
+                    raise CompareError(str(err).rstrip(".")) from None
         paths = find_runs(args.paths)
         if not paths:
             raise CompareError(f"no runs under {', '.join(map(str, args.paths))}: no .hydra/config.yaml, "
@@ -412,7 +421,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nplot: {args.out}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(to_json(metric, goal, rows, shared), indent=2) + "\n")
+        args.json.write_text(json.dumps({"written_by": "gansuite-compare", **to_json(metric, goal, rows, shared)},
+                                        indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from gansuite.errors import ConfigError
+from gansuite.outputs import check_output
 
 DEFAULT_BATCH_SIZE = 250  # conf/eval/default.yaml's eval.batch_size, for checkpoints written without eval
 
@@ -190,13 +191,18 @@ def _sample(module: Any, inputs: Any, ema: bool, batch_size: int) -> Tensor:
 
 
 def _write_grid(samples: Tensor, path: Path, nrow: int) -> Path:
-    from torchvision.utils import save_image
+    from PIL import Image
+    from torchvision.utils import make_grid
 
     from gansuite.callbacks import atomic_path
     from gansuite.data import denormalize
+    from gansuite.outputs import png_info
 
+    # torchvision's save_image arithmetic, written with a text chunk that marks the file as gansuite's.
+    grid = make_grid(denormalize(samples), nrow=nrow)
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
     with atomic_path(path) as tmp:
-        save_image(denormalize(samples), tmp, nrow=nrow, format="png")
+        Image.fromarray(pixels).save(tmp, format="png", pnginfo=png_info())
     return path
 
 
@@ -428,6 +434,8 @@ def main(argv: list[str] | None = None) -> None:
                                                        "eval.batch_size, 250)")
     parser.add_argument("--raw", action="store_true", help="sample the trained generator, not its EMA")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--overwrite", action="store_true", help="--grid / --interpolate: replace an existing file "
+                                                                  "that gansuite did not write")
     args = parser.parse_args(argv)
     try:
         # Every check that needs no checkpoint comes first, and nothing is written until all have passed.
@@ -446,6 +454,9 @@ def main(argv: list[str] | None = None) -> None:
                                   f"{' or '.join('--' + m for m in modes)}.")
         if args.steps is not None and args.steps < 2:
             raise ConfigError(f"--steps is {args.steps}; a row needs at least 2 steps (its two ends).")
+        for option in ("grid", "interpolate"):
+            if getattr(args, option) is not None:
+                check_output(Path(getattr(args, option)), f"--{option}", args.overwrite)
         if args.folder is not None:
             _check_folder(Path(args.folder))
         if args.translate is not None:

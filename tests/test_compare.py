@@ -166,3 +166,24 @@ def test_direction_of_better_covers_every_metric_the_evaluation_ranks():
     for key in ("val/fid_clf_10k", "val/kid_10k", "val/reverse_kl_2500", "val/stacked_kl_10k", "train/d_loss",
                 "val/l1", "val/cycle_l1_a"):
         assert not compare.higher_is_better(key), key
+
+
+def test_out_and_json_never_replace_files_gansuite_did_not_write(multirun, tmp_path, capsys):
+    root, _ = multirun
+    png, table = tmp_path / "fid.png", tmp_path / "fid.json"
+    png.write_bytes(b"someone's figure")
+    code, _, err = run_compare(str(root), "--metric", FID, "--out", str(png), capsys=capsys)
+    assert code == 2 and png.read_bytes() == b"someone's figure"
+    assert err.strip() == (f"gansuite-compare: error: --out {png} already exists and was not written by gansuite; "
+                           "pass a new path, or --overwrite to replace it")
+    png.unlink()
+    for _ in range(2):  # the second run replaces its own plot and table without asking
+        code, _, err = run_compare(str(root), "--metric", FID, "--out", str(png), "--json", str(table), capsys=capsys)
+        assert code == 0, err
+    assert json.loads(table.read_text())["written_by"] == "gansuite-compare"
+    table.write_text('{"mine": 1}')
+    code, _, _ = run_compare(str(root), "--metric", FID, "--out", str(png), "--json", str(table), capsys=capsys)
+    assert code == 2 and json.loads(table.read_text()) == {"mine": 1}
+    code, _, _ = run_compare(str(root), "--metric", FID, "--out", str(png), "--json", str(table), "--overwrite",
+                             capsys=capsys)
+    assert code == 0 and "rows" in json.loads(table.read_text())

@@ -364,3 +364,26 @@ def test_translate_needs_an_image_to_image_checkpoint(gan_run, tmp_path, capsys)
     _fails(capsys, [str(gan_run), "--translate", str(tmp_path / "in"), "--out", str(tmp_path / "o")],
            "--translate needs an image-to-image model")
     assert not (tmp_path / "o").exists()
+
+
+def test_grid_never_replaces_a_file_gansuite_did_not_write(gan_run, tmp_path, capsys):
+    checkpoint = gan_run / "checkpoints" / "last.ckpt"
+    before = checkpoint.read_bytes()
+    with pytest.raises(SystemExit) as exited:
+        sample.main([str(gan_run), "--grid", str(checkpoint), "-n", "4"])
+    assert exited.value.code == 2 and checkpoint.read_bytes() == before
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gansuite-sample: error: --grid {checkpoint} already exists and was not written by gansuite; "
+                   "pass a new path, or --overwrite to replace it.")
+    grid = tmp_path / "grid.png"
+    sample.main([str(gan_run), "--grid", str(grid), "-n", "4"])
+    sample.main([str(gan_run), "--grid", str(grid), "-n", "9"])  # its own grid: replaced without asking
+    with Image.open(grid) as image:
+        assert image.text["Software"] == "gansuite"
+    foreign = tmp_path / "figure.png"
+    Image.new("RGB", (4, 4)).save(foreign)
+    with pytest.raises(SystemExit):
+        sample.main([str(gan_run), "--interpolate", str(foreign)])
+    sample.main([str(gan_run), "--grid", str(foreign), "-n", "4", "--overwrite"])
+    with Image.open(foreign) as image:
+        assert image.size != (4, 4)
