@@ -50,6 +50,9 @@ def _checkpoint_config(checkpoint: dict[str, Any], overrides: list[str], path: P
     stored = checkpoint.get("gansuite_config")
     if not stored:
         raise ConfigError(f"{path} holds no gansuite config; pass a checkpoint written by gansuite-train.")
+    from gansuite.security import check_targets
+
+    check_targets(stored, path)  # before anything the config names is called
     cfg = OmegaConf.create(stored)
     if "extractor" not in (cfg.get("eval") or {}):  # written without evaluation: take today's defaults
         with open_dict(cfg):

@@ -370,6 +370,9 @@ def load_module(source: str | Path, device: str = "cpu") -> tuple[Any, Any, Path
     stored = checkpoint.get("gansuite_config")
     if not stored:
         raise ConfigError(f"{path} holds no gansuite config; pass a checkpoint written by gansuite-train.")
+    from gansuite.security import check_targets
+
+    check_targets(stored, path)  # before anything the config names is called
     cfg = OmegaConf.create(stored)
     _, module = build(cfg)
     try:

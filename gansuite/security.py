@@ -1,0 +1,75 @@
+"""What a config read from a checkpoint may name: gansuite's own classes and functions, and a few torch ones.
+
+A checkpoint carries the config it was trained with, and ``gansuite-sample`` / ``gansuite-eval`` rebuild the
+model from it with ``hydra.utils.instantiate``, which calls whatever ``_target_`` names. A checkpoint may come
+from someone else, so before anything is built every ``_target_`` under the groups that get built (``data``,
+``model``, ``loss``) must be on this allow-list, or the checkpoint is refused in one sentence naming the key.
+Hydra's own blocklist stops ``os.system`` but not ``torch.load`` of a pickle or ``builtins.open``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+from gansuite.errors import ConfigError
+
+# The callables outside gansuite that its configs name (conf/**/*.yaml), and close relatives a preset may use.
+ALLOWED = frozenset({
+    "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop",
+    "torch.optim.lr_scheduler.LinearLR", "torch.optim.lr_scheduler.MultiStepLR", "torch.optim.lr_scheduler.StepLR",
+    "torch.optim.lr_scheduler.ExponentialLR", "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "torch.nn.L1Loss", "torch.nn.MSELoss",
+})
+# Functions are allowed only where configs name them: loss functions, regularizers and these factories. A
+# class defined in a gansuite module may be named anywhere (its constructor builds a network, data or a loss).
+FUNCTION_MODULES = ("gansuite.losses", "gansuite.regularizers")
+FUNCTIONS = frozenset({"gansuite.models.cyclegan.linear_decay_over", "gansuite.models.lapgan.make_optimizer",
+                       "gansuite.models.srgan.content_loss"})
+BUILT_GROUPS = ("data", "model", "loss")
+
+
+def _targets(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            child = f"{key}.{name}" if key else str(name)
+            if name == "_target_":
+                yield child, value
+            else:
+                yield from _targets(value, child)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _targets(value, f"{key}[{i}]")
+
+
+def is_allowed(target: Any) -> bool:
+    """A listed torch callable or gansuite function, or a class defined in the gansuite module that names it."""
+    if not isinstance(target, str):
+        return False
+    if target in ALLOWED:
+        return True
+    module_name, _, attribute = target.rpartition(".")
+    if not module_name.startswith("gansuite.") and module_name != "gansuite":
+        return False
+    try:
+        module = importlib.import_module(module_name)  # only gansuite's own modules get imported here
+    except ImportError:
+        return False
+    obj = getattr(module, attribute, None)
+    if getattr(obj, "__module__", "") != module_name:
+        return False  # imported into that module from elsewhere (gansuite.train.instantiate, an os function)
+    if inspect.isfunction(obj):
+        return module_name in FUNCTION_MODULES or target in FUNCTIONS
+    return inspect.isclass(obj)
+
+
+def check_targets(config: dict[str, Any], source: Any) -> None:
+    """Refuse a checkpoint's config that names a callable outside the allow-list, before anything is built."""
+    for group in BUILT_GROUPS:
+        for key, target in _targets(config.get(group), group):
+            if not is_allowed(target):
+                raise ConfigError(f"{source}: its config names {key}={target!r}, which gansuite does not allow a "
+                                  "checkpoint to call; use a checkpoint written by gansuite-train from gansuite's "
+                                  "own configs.")

@@ -1,0 +1,85 @@
+"""A checkpoint may come from someone else: nothing its config names is called unless gansuite allows that name."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from gansuite import evaluate, sample
+from gansuite.errors import ConfigError
+from gansuite.security import is_allowed
+from gansuite.train import train
+
+from .conftest import make_cfg
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    train(make_cfg(run, "model=gan", "trainer.max_steps=1", "callbacks=none"))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def _crafted(checkpoint: Path, folder: Path, group: str, node: dict) -> Path:
+    """``checkpoint`` with ``node`` put at ``group`` (a dotted path) of its stored config."""
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = copy.deepcopy(payload["gansuite_config"])
+    *parents, last = group.split(".")
+    target = config
+    for name in parents:
+        target = target[name]
+    target[last] = node
+    payload["gansuite_config"] = config
+    path = folder / "crafted.ckpt"
+    torch.save(payload, path)
+    return path
+
+
+def _attacks(victim: Path) -> list[tuple[str, dict]]:
+    pickled = io.BytesIO()
+    torch.save({"x": 1}, pickled)
+    return [
+        # A pickle carried in the config itself, loaded with weights_only=False (issue 16's example).
+        ("data", {"_target_": "torch.load", "weights_only": False,
+                  "f": {"_target_": "io.BytesIO", "initial_bytes": {"_target_": "base64.b64decode",
+                                                                    "s": base64.b64encode(pickled.getvalue()).decode()}}}),
+        ("data", {"_target_": "builtins.open", "file": str(victim), "mode": "w"}),
+        ("model.generator", {"_target_": "subprocess.run", "args": ["touch", str(victim)]}),
+        ("model.discriminator", {"_target_": "os.system", "command": f"touch {victim}"}),
+        ("loss.objective", {"_target_": "importlib.import_module", "name": "antigravity"}),
+        ("loss.objective.d_loss", {"_target_": "pickle.loads", "data": b"x"}),
+        ("model.generator", {"_target_": "gansuite.train.os.system", "command": f"touch {victim}"}),
+        ("model.module", {"_target_": "gansuite.metrics.shipped.main", "argv": ["--write"]}),
+    ]
+
+
+@pytest.mark.parametrize("attack", range(8))
+def test_gansuite_sample_and_eval_refuse_a_checkpoint_whose_config_names_other_callables(checkpoint, tmp_path,
+                                                                                          capsys, attack):
+    victim = tmp_path / "victim"
+    group, node = _attacks(victim)[attack]
+    crafted = _crafted(checkpoint, tmp_path, group, node)
+    key = f"{group}._target_"
+    with pytest.raises(SystemExit) as exited:
+        sample.main([str(crafted), "--grid", str(tmp_path / "grid.png"), "-n", "4"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and err.count("\n") == 0
+    assert f"its config names {key}='{node['_target_']}', which gansuite does not allow a checkpoint to call" in err
+    with pytest.raises(ConfigError, match=f"its config names {key}="):
+        evaluate.evaluate_checkpoint(crafted)
+    assert not victim.exists() and not (tmp_path / "grid.png").exists()
+
+
+def test_the_checkpoints_gansuite_writes_and_every_target_of_its_configs_are_allowed(checkpoint, tmp_path):
+    sample.main([str(checkpoint), "--grid", str(tmp_path / "grid.png"), "-n", "4"])
+    assert (tmp_path / "grid.png").is_file()
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    targets = {t for path in conf.rglob("*.yaml") for t in re.findall(r"_target_:\s*([A-Za-z0-9_.]+)", path.read_text())}
+    built = {t for t in targets if not t.startswith(("lightning.", "gansuite.callbacks.", "gansuite.distributed."))}
+    assert built and all(is_allowed(t) for t in built), sorted(t for t in built if not is_allowed(t))
