@@ -190,12 +190,12 @@ class SampleGrid(_PeriodicSamples):
         return samples.ndim == 4
 
     def _render(self, samples: torch.Tensor, path: Path, trainer: L.Trainer, step: int) -> None:
-        from torchvision.utils import save_image
+        from gansuite.outputs import save_png
 
         # A conditional module asks for classes 0..K-1 in turn: K per row puts one class in each column.
         module = getattr(trainer, "lightning_module", None)
         nrow = getattr(module, "num_classes", None) or math.ceil(math.sqrt(len(samples)))
-        save_image(denormalize(samples), path, nrow=nrow, format="png")
+        save_png(denormalize(samples), path, nrow=nrow)
 
 
 class Scatter2D(_PeriodicSamples):
@@ -395,12 +395,12 @@ class TranslationGrid(_PeriodicSamples):
         super()._snapshot(trainer, pl_module, step)
 
     def _render(self, samples: torch.Tensor, path: Path, trainer: L.Trainer, step: int) -> None:
-        from torchvision.utils import save_image
+        from gansuite.outputs import save_png
 
         source, target = (t.detach().float().cpu() for t in self._inputs)
         columns = [to_canvas(source, samples), samples, to_canvas(target, samples)]
         rows = torch.stack(columns, dim=1).flatten(0, 1)
-        save_image(denormalize(rows), path, nrow=3, padding=2, pad_value=1.0, format="png")
+        save_png(denormalize(rows), path, nrow=3, padding=2, pad_value=1.0)
 
 
 def to_canvas(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

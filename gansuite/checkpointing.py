@@ -36,21 +36,21 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     host = socket.gethostname()
     for tmp in Path(folder).glob(".*.ckpt.*.tmp"):
         owner, _, pid = tmp.name[:-len(".tmp")].rpartition(".")
-        if not owner.endswith(f".{host}") or not pid.isdigit():
+        if not owner.endswith(f".ckpt.{host}") or not (pid.isascii() and pid.isdecimal()):
             continue
         try:
             os.kill(int(pid), 0)
             continue  # alive (or not ours to signal): its save may be in progress
         except ProcessLookupError:
             pass
-        except PermissionError:
+        except (PermissionError, OverflowError):
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
 
 
-def _disk_full(err: BaseException) -> bool:
+def disk_full(err: BaseException) -> bool:
     """Whether an error, or one it arose from, is the disk (or the user's quota) being full. torch.save reports
     it as a RuntimeError of its zip writer raised while handling the file's OSError."""
     seen = set()
@@ -83,7 +83,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     f.flush()
                     os.fsync(f.fileno())
             except Exception as err:
-                if not _disk_full(err):
+                if not disk_full(err):
                     raise
                 run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
                 raise DiskFullError(errno.ENOSPC, f"the disk holding {path.parent} is full (no space left on device) "
@@ -155,15 +155,20 @@ def _newest_checkpoint(folder: Path) -> Path | None:
     """``last.ckpt``, or a ``step_*.ckpt`` of a later step: a run killed between writing the step file and
     refreshing ``last.ckpt`` left ``last.ckpt`` a save behind."""
     last = folder / LAST
-    steps = {int(p.stem.removeprefix("step_")): p for p in folder.glob("step_*.ckpt") if p.stem[5:].isdigit()}
+    steps = {int(p.stem[5:]): p for p in folder.glob("step_*.ckpt") if p.stem[5:].isascii() and p.stem[5:].isdecimal()}
     if not last.is_file():
         return steps[max(steps)] if steps else None
+    # Only step files written after last.ckpt: an older run's files in a reused folder are not this run's.
+    steps = {n: p for n, p in steps.items() if p.stat().st_mtime_ns >= last.stat().st_mtime_ns}
     if not steps:
         return last
-    try:  # memory-mapped: reads the step without loading the weights
-        last_step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("gansuite_step")
-    except Exception:  # noqa: BLE001 - an unreadable last.ckpt is reported by read_checkpoint
-        return last
+    last_step = None
+    for mmap in (True, False):  # memory-mapped: reads the step without loading the weights
+        try:
+            last_step = torch.load(last, map_location="cpu", weights_only=True, mmap=mmap).get("gansuite_step")
+            break
+        except Exception:  # noqa: BLE001 - an unreadable last.ckpt is reported by read_checkpoint
+            continue
     newest = max(steps)
     return steps[newest] if isinstance(last_step, int) and newest > last_step else last
 

@@ -24,20 +24,32 @@ def png_info():
     return info
 
 
-def written_by_gansuite(path: Path) -> bool:
-    """Whether ``path`` is a PNG or JSON file that gansuite wrote."""
-    try:
-        if path.suffix.lower() == ".png":
-            from PIL import Image
+def save_png(tensor, fp, **grid_options) -> None:
+    """torchvision's ``save_image`` (the same pixels: ``make_grid``, then round to 8 bits), as a PNG marked as
+    gansuite's. ``grid_options`` go to ``make_grid`` (``nrow``, ``padding``, ``pad_value``)."""
+    import torch
+    from PIL import Image
+    from torchvision.utils import make_grid
 
-            with Image.open(path) as image:
-                return image.text.get("Software", "") == SOFTWARE
-        if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
-            return isinstance(data, dict) and str(data.get("written_by", "")).startswith(SOFTWARE)
-    except (OSError, ValueError, SyntaxError):
+    grid = make_grid(tensor, **grid_options)
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+    Image.fromarray(pixels).save(fp, format="png", pnginfo=png_info())
+
+
+def written_by_gansuite(path: Path) -> bool:
+    """Whether ``path`` is a PNG or JSON file that gansuite wrote (read by content, whatever its suffix)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get("Software", "") == SOFTWARE
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        pass
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
         return False
-    return False
+    return isinstance(data, dict) and str(data.get("written_by", "")).startswith(SOFTWARE)
 
 
 def check_output(path: Path, option: str, overwrite: bool) -> None:

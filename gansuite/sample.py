@@ -191,18 +191,12 @@ def _sample(module: Any, inputs: Any, ema: bool, batch_size: int) -> Tensor:
 
 
 def _write_grid(samples: Tensor, path: Path, nrow: int) -> Path:
-    from PIL import Image
-    from torchvision.utils import make_grid
-
     from gansuite.callbacks import atomic_path
     from gansuite.data import denormalize
-    from gansuite.outputs import png_info
+    from gansuite.outputs import save_png
 
-    # torchvision's save_image arithmetic, written with a text chunk that marks the file as gansuite's.
-    grid = make_grid(denormalize(samples), nrow=nrow)
-    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
     with atomic_path(path) as tmp:
-        Image.fromarray(pixels).save(tmp, format="png", pnginfo=png_info())
+        save_png(denormalize(samples), tmp, nrow=nrow)
     return path
 
 
@@ -230,10 +224,9 @@ def save_folder(module: Any, folder: str | Path, n: int, seed: int = 0, batch_si
     sorting by name, as ``gansuite-eval FOLDER`` does, keeps the order they were drawn in. Each file is
     written under a hidden ``.tmp`` name and renamed, so a killed run leaves only complete images.
     """
-    from torchvision.utils import save_image
-
     from gansuite.callbacks import atomic_path
     from gansuite.data import denormalize
+    from gansuite.outputs import save_png
 
     folder = Path(folder)
     width = max(5, len(str(n - 1)))
@@ -246,7 +239,7 @@ def save_folder(module: Any, folder: str | Path, n: int, seed: int = 0, batch_si
             suffix = f"_class{int(labels[j])}" if labels is not None else ""
             path = folder / f"{i:0{width}d}{suffix}.png"
             with atomic_path(path) as tmp:
-                save_image(image, tmp, format="png")
+                save_png(image, tmp)
             paths.append(path)
     return paths
 
@@ -301,11 +294,11 @@ def save_translations(module: Any, in_dir: str | Path, out_dir: str | Path, *, d
     target images with the same file names. CycleGAN translates ``a2b`` or ``b2a``.
     """
     import torch.nn.functional as F
-    from torchvision.utils import save_image
 
     from gansuite.callbacks import atomic_path, to_canvas
     from gansuite.data import IMAGE_SUFFIXES, denormalize
     from gansuite.metrics.paired import bicubic_downsample
+    from gansuite.outputs import save_png
 
     cycle = hasattr(module, "translate")
     if not cycle and not hasattr(module, "examples_a"):
@@ -350,7 +343,7 @@ def save_translations(module: Any, in_dir: str | Path, out_dir: str | Path, *, d
             for name, image, nrow in ((f"{path.stem}.png", out, 1),
                                       (f"{path.stem}_compare.png", torch.cat(columns), len(columns))):
                 with atomic_path(out_dir / name) as tmp:
-                    save_image(denormalize(image.cpu()), tmp, nrow=nrow, padding=2, pad_value=1.0, format="png")
+                    save_png(denormalize(image.cpu()), tmp, nrow=nrow, padding=2, pad_value=1.0)
                 paths.append(out_dir / name)
     return paths
 

@@ -1,10 +1,17 @@
 """What a config read from a checkpoint may name: gansuite's own classes and functions, and a few torch ones.
 
 A checkpoint carries the config it was trained with, and ``gansuite-sample`` / ``gansuite-eval`` rebuild the
-model from it with ``hydra.utils.instantiate``, which calls whatever ``_target_`` names. A checkpoint may come
-from someone else, so before anything is built every ``_target_`` under the groups that get built (``data``,
-``model``, ``loss``) must be on this allow-list, or the checkpoint is refused in one sentence naming the key.
-Hydra's own blocklist stops ``os.system`` but not ``torch.load`` of a pickle or ``builtins.open``.
+model from it with ``hydra.utils.instantiate``, which calls whatever ``_target_`` names (Hydra has no blocklist).
+A checkpoint may come from someone else, so before anything is built:
+
+- no string in the config may hold an interpolation (``${...}``): gansuite stores configs resolved, and an
+  interpolation or resolver could pull a ``_target_`` into a built group from anywhere;
+- every ``_target_`` under the groups that get built (``data``, ``model``, ``loss``) must be a class of a
+  module that defines data, networks or losses, a gansuite loss or regularizer function, or a listed torch
+  callable.
+
+Anything else is refused in one sentence naming the key. Classes of other gansuite modules are not allowed:
+``gansuite.metrics.fidelity.InceptionExtractor``, for one, hands its weights file to a pickle loader.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ FUNCTION_MODULES = ("gansuite.losses", "gansuite.regularizers")
 FUNCTIONS = frozenset({"gansuite.models.cyclegan.linear_decay_over", "gansuite.models.lapgan.make_optimizer",
                        "gansuite.models.srgan.content_loss"})
 BUILT_GROUPS = ("data", "model", "loss")
+CLASS_MODULES = ("gansuite.data", "gansuite.pairs", "gansuite.models.", "gansuite.losses", "gansuite.regularizers")
 
 
 def _targets(node: Any, key: str) -> Iterator[tuple[str, Any]]:
@@ -62,11 +70,29 @@ def is_allowed(target: Any) -> bool:
         return False  # imported into that module from elsewhere (gansuite.train.instantiate, an os function)
     if inspect.isfunction(obj):
         return module_name in FUNCTION_MODULES or target in FUNCTIONS
-    return inspect.isclass(obj)
+    return inspect.isclass(obj) and any(module_name == m or (m.endswith(".") and module_name.startswith(m))
+                                        for m in CLASS_MODULES)
+
+
+def _strings(node: Any, key: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _strings(name, key) if isinstance(name, str) else ()
+            yield from _strings(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{key}[{i}]")
+    elif isinstance(node, str):
+        yield key, node
 
 
 def check_targets(config: dict[str, Any], source: Any) -> None:
     """Refuse a checkpoint's config that names a callable outside the allow-list, before anything is built."""
+    for key, text in _strings(config, ""):
+        if "${" in text:
+            raise ConfigError(f"{source}: its config holds an interpolation at {key or 'a key'} ({text[:60]!r}), "
+                              "which a config written by gansuite-train never does; use a checkpoint written by "
+                              "gansuite-train.")
     for group in BUILT_GROUPS:
         for key, target in _targets(config.get(group), group):
             if not is_allowed(target):

@@ -27,7 +27,9 @@ from gansuite.checkpointing import (
     RunInfo,
     StepCheckpoint,
     check_compatible,
+    disk_full,
     read_checkpoint,
+    remove_stale_temporaries,
     resolve_resume,
 )
 from gansuite.errors import ConfigError, DiskFullError, NonFiniteLossError
@@ -371,6 +373,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = read_checkpoint(ckpt_path)
         check_compatible(checkpoint, module, config, ckpt_path)
         resume_id = checkpoint.get("wandb_run_id")
+        remove_stale_temporaries(ckpt_path.parent)  # the killed run's folder, which this run does not write to
         log.info(f"resuming from {ckpt_path} at step {checkpoint.get('gansuite_step', '?')}")
         del checkpoint
 
@@ -443,7 +446,7 @@ def _finish(logger) -> None:
 
 # Signals that stop a run as the first Ctrl-C does: SIGTERM is what SLURM and Kubernetes send before they
 # stop a job, SIGUSR1 what SLURM sends ahead of its time limit with `--signal=USR1@<seconds>`.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None)
 
 
 @contextmanager
@@ -459,7 +462,12 @@ def _stop_on_signals(trainer: L.Trainer):
 
     def request_stop(signum, frame):
         if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, previous[signal.SIGINT])
+            signal.signal(signal.SIGINT, previous[signal.SIGINT] or signal.SIG_DFL)
+        elif trainer.world_size > 1:
+            # Several ranks: Lightning's own handler stops them all at the same batch (a flag set here would reach
+            # each rank at its own batch and leave the others waiting in an all-reduce).
+            log.warning(f"{signal.Signals(signum).name}: stopping every rank (Lightning's handling, without last.ckpt)")
+            return
         stop["requested"] = True
         stop["signal"] = stop["signal"] or signum
         trainer.should_stop = True
@@ -477,7 +485,7 @@ def _stop_on_signals(trainer: L.Trainer):
         yield stop
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -492,6 +500,15 @@ def main(cfg: DictConfig) -> float:
         sys.exit(2)
     except DiskFullError as err:
         print(f"gansuite-train: stopped: {err.strerror}.", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:
+        # The disk can fill outside a checkpoint save too (a grid, a log), or again while Lightning closes the
+        # loggers after a DiskFullError.
+        if not disk_full(err):
+            raise
+        print(f"gansuite-train: stopped: the disk is full (no space left on device) at {err.filename or 'a write'}; "
+              f"the checkpoints already written are kept: free some space, then resume with "
+              f"resume={cfg.paths.output_dir}.", file=sys.stderr)
         sys.exit(1)
     except NonFiniteLossError as err:
         print(f"gansuite-train: stopped: {err}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -156,9 +157,9 @@ def test_raw_samples_the_trained_generator_and_the_default_is_the_ema(gan_run, t
 
 
 def test_an_interrupted_folder_leaves_only_complete_pngs(gan_run, tmp_path, monkeypatch):
-    import torchvision.utils
+    import gansuite.outputs
 
-    real_save, written = torchvision.utils.save_image, []
+    real_save, written = gansuite.outputs.save_png, []
 
     def dies_on_the_third(image, fp, **kwargs):
         written.append(Path(fp))
@@ -167,7 +168,7 @@ def test_an_interrupted_folder_leaves_only_complete_pngs(gan_run, tmp_path, monk
             raise KeyboardInterrupt
         real_save(image, fp, **kwargs)
 
-    monkeypatch.setattr(torchvision.utils, "save_image", dies_on_the_third)
+    monkeypatch.setattr(gansuite.outputs, "save_png", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         sample.main([str(gan_run), "--folder", str(tmp_path / "out"), "-n", "5"])
     # Each write went to a hidden .tmp name, which gansuite-eval skips even if a kill left it behind.
@@ -380,6 +381,9 @@ def test_grid_never_replaces_a_file_gansuite_did_not_write(gan_run, tmp_path, ca
     sample.main([str(gan_run), "--grid", str(grid), "-n", "9"])  # its own grid: replaced without asking
     with Image.open(grid) as image:
         assert image.text["Software"] == "gansuite"
+    training_grid = tmp_path / "step_000002.png"  # the training run's grid is gansuite's too: redrawn in place
+    shutil.copy2(gan_run / "samples" / "step_000002.png", training_grid)
+    sample.main([str(gan_run), "--grid", str(training_grid), "--seed", "1234"])
     foreign = tmp_path / "figure.png"
     Image.new("RGB", (4, 4)).save(foreign)
     with pytest.raises(SystemExit):

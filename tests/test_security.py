@@ -83,3 +83,35 @@ def test_the_checkpoints_gansuite_writes_and_every_target_of_its_configs_are_all
     targets = {t for path in conf.rglob("*.yaml") for t in re.findall(r"_target_:\s*([A-Za-z0-9_.]+)", path.read_text())}
     built = {t for t in targets if not t.startswith(("lightning.", "gansuite.callbacks.", "gansuite.distributed."))}
     assert built and all(is_allowed(t) for t in built), sorted(t for t in built if not is_allowed(t))
+
+
+def test_an_interpolation_cannot_carry_a_target_into_a_built_group(checkpoint, tmp_path, capsys):
+    victim = tmp_path / "victim"
+    crafted = _crafted(checkpoint, tmp_path, "trainer.evil", {"_target_": "builtins.open", "file": str(victim),
+                                                              "mode": "w"})
+    crafted = _crafted(crafted, tmp_path, "data", "${trainer.evil}")
+    with pytest.raises(SystemExit):
+        sample.main([str(crafted), "--grid", str(tmp_path / "grid.png"), "-n", "4"])
+    assert "its config holds an interpolation at data ('${trainer.evil}')" in capsys.readouterr().err
+    crafted = _crafted(checkpoint, tmp_path, "loss.objective", '${oc.decode:"{_target_: builtins.print}"}')
+    with pytest.raises(ConfigError, match="holds an interpolation at loss.objective"):
+        evaluate.evaluate_checkpoint(crafted)
+    assert not victim.exists()
+
+
+def test_gansuite_classes_that_open_files_are_not_allowed_and_inception_weights_are_loaded_safely(tmp_path):
+    from gansuite.metrics.fidelity import InceptionExtractor, MissingWeightsError
+
+    assert not is_allowed("gansuite.metrics.fidelity.InceptionExtractor")
+    assert not is_allowed("gansuite.checkpointing.AtomicCheckpointIO")
+    assert is_allowed("gansuite.models.dcgan.Generator") and is_allowed("gansuite.data.OfflineMNIST")
+
+    class Payload:  # unpickling it would create the victim file
+        def __reduce__(self):
+            return (open, (str(tmp_path / "victim"), "w"))
+
+    weights = tmp_path / "weights.pth"
+    torch.save({"w": Payload()}, weights)
+    with pytest.raises(MissingWeightsError, match="is not a weights file"):
+        InceptionExtractor(weights)
+    assert not (tmp_path / "victim").exists()

@@ -277,7 +277,11 @@ def test_resume_from_a_directory_takes_a_step_file_newer_than_last_ckpt(tmp_path
     train(make_cfg(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2", "callbacks=none"))
     folder = tmp_path / "checkpoints"
     assert resolve_resume(tmp_path) == folder / "last.ckpt"  # last.ckpt holds step 6, as step_000006.ckpt does
-    shutil.copyfile(folder / "step_000004.ckpt", folder / "last.ckpt")
+    shutil.copy2(folder / "step_000004.ckpt", folder / "last.ckpt")  # written at step 4, before step_000006.ckpt
     assert resolve_resume(tmp_path) == folder / "step_000006.ckpt"
-    (folder / "last.ckpt").unlink()
+    # A step file older than last.ckpt is another run's (a reused folder), whatever its number.
+    shutil.copy2(folder / "step_000006.ckpt", folder / "step_000100.ckpt")
+    os.utime(folder / "step_000100.ckpt", ns=(0, 0))
     assert resolve_resume(tmp_path) == folder / "step_000006.ckpt"
+    (folder / "step_000006.ckpt").unlink()
+    assert resolve_resume(tmp_path) == folder / "last.ckpt"

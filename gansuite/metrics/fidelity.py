@@ -191,6 +191,9 @@ class InceptionExtractor(nn.Module):
         self.precision = check_precision(precision)
         self.weights_sha256 = file_sha256(weights)
         try:
+            # torch-fidelity unpickles the file with weights_only=False, and the path may come from a checkpoint
+            # someone else wrote: load it safely first, so a file that is more than tensors never reaches that.
+            torch.load(weights, map_location="cpu", weights_only=True)
             self.net = FeatureExtractorInceptionV3(
                 INCEPTION, [self.feature_layer, self.logits_layer], feature_extractor_weights_path=str(weights)
             )

@@ -381,9 +381,8 @@ def save_levels(module: LAPGAN, inputs: Sequence[Tensor], path: str | os.PathLik
 
     The file appears complete or not at all: it is written to a hidden temporary file and renamed.
     """
-    from torchvision.utils import save_image
-
     from gansuite.data import denormalize
+    from gansuite.outputs import save_png
 
     images = module.sample_levels(inputs, ema=ema)
     size = images[0].shape[-1]
@@ -391,7 +390,7 @@ def save_levels(module: LAPGAN, inputs: Sequence[Tensor], path: str | os.PathLik
     columns = [F.interpolate(x.float().cpu(), size=size, mode="nearest") for x in reversed(images)]
     grid = torch.stack(columns, dim=1).flatten(0, 1)  # sample-major, so a row is one sample's levels
     with atomic_path(Path(path)) as tmp:
-        save_image(denormalize(grid), tmp, nrow=len(images), format="png")
+        save_png(denormalize(grid), tmp, nrow=len(images))
 
 
 class LevelGrid(_PeriodicSamples):
