@@ -39,17 +39,17 @@ BUILT_GROUPS = ("data", "model", "loss")
 CLASS_MODULES = ("gansuite.data", "gansuite.pairs", "gansuite.models.", "gansuite.losses", "gansuite.regularizers")
 
 
-def _targets(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+def _leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every value in a nested config, dict keys included as values of their parent."""
     if isinstance(node, dict):
         for name, value in node.items():
-            child = f"{key}.{name}" if key else str(name)
-            if name == "_target_":
-                yield child, value
-            else:
-                yield from _targets(value, child)
+            yield key, name
+            yield from _leaves(value, f"{key}.{name}" if key else str(name))
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
-            yield from _targets(value, f"{key}[{i}]")
+            yield from _leaves(value, f"{key}[{i}]")
+    else:
+        yield key, node
 
 
 def is_allowed(target: Any) -> bool:
@@ -74,27 +74,16 @@ def is_allowed(target: Any) -> bool:
                                         for m in CLASS_MODULES)
 
 
-def _strings(node: Any, key: str) -> Iterator[tuple[str, str]]:
-    if isinstance(node, dict):
-        for name, value in node.items():
-            yield from _strings(name, key) if isinstance(name, str) else ()
-            yield from _strings(value, f"{key}.{name}" if key else str(name))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _strings(value, f"{key}[{i}]")
-    elif isinstance(node, str):
-        yield key, node
-
-
 def check_targets(config: dict[str, Any], source: Any) -> None:
     """Refuse a checkpoint's config that names a callable outside the allow-list, before anything is built."""
-    for key, text in _strings(config, ""):
-        if "${" in text:
-            raise ConfigError(f"{source}: its config holds an interpolation at {key or 'a key'} ({text[:60]!r}), "
+    leaves = list(_leaves(config))
+    for key, value in leaves:
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(f"{source}: its config holds an interpolation at {key or 'a key'} ({value[:60]!r}), "
                               "which a config written by gansuite-train never does; use a checkpoint written by "
                               "gansuite-train.")
-    for group in BUILT_GROUPS:
-        for key, target in _targets(config.get(group), group):
+    for key, target in leaves:
+        if key.endswith("._target_") and key.split(".", 1)[0].split("[", 1)[0] in BUILT_GROUPS:
             if not is_allowed(target):
                 raise ConfigError(f"{source}: its config names {key}={target!r}, which gansuite does not allow a "
                                   "checkpoint to call; use a checkpoint written by gansuite-train from gansuite's "

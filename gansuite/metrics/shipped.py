@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -125,18 +123,6 @@ def build(resolution: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return payload, entry
 
 
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Retrain the shipped classifiers and rewrite their files and manifest (a maintainer's command)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,13 +141,16 @@ def main(argv: list[str] | None = None) -> None:
     for resolution in RESOLUTIONS:
         payload, entry = build(resolution)
         path = SHIPPED_DIR / entry["file"]
-        _write_atomic(path, lambda f, payload=payload: torch.save(payload, f))
+        clf._save(path, payload)
         entry["sha256"] = clf._file_sha256(path)
         entries[entry["file"].removesuffix(".pt")] = entry
         print(f"{path.name}: held-out accuracy {entry['heldout_accuracy']:.4f}, {path.stat().st_size // 1024} kB, "
               f"sha256 {entry['sha256']}")
     text = json.dumps({"classifiers": entries}, indent=2, sort_keys=True) + "\n"
-    _write_atomic(MANIFEST, lambda f: f.write(text.encode()))
+    from gansuite.callbacks import atomic_path
+
+    with atomic_path(MANIFEST) as tmp:
+        tmp.write_text(text)
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ class AdversarialModule(L.LightningModule):
         bad = next(((key, value) for key, value in sums.items() if not np.isfinite(value)), None)
         if self._trainer is not None and self.trainer.world_size > 1:
             # Every rank stops together, rather than one raising while the others wait in an all-reduce.
-            if self.trainer.strategy.reduce_boolean_decision(bad is None, all=True) and bad is None:
+            if self.trainer.strategy.reduce_boolean_decision(bad is None, all=True):
                 return
             bad = bad or ("a loss", "non-finite on another rank")
         if bad is None:
