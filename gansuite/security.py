@@ -37,6 +37,8 @@ FUNCTIONS = frozenset({"gansuite.models.cyclegan.linear_decay_over", "gansuite.m
                        "gansuite.models.srgan.content_loss"})
 BUILT_GROUPS = ("data", "model", "loss")
 CLASS_MODULES = ("gansuite.data", "gansuite.pairs", "gansuite.models.", "gansuite.losses", "gansuite.regularizers")
+RESUMED_GROUPS = ("callbacks", "trainer")
+RESUMED_CLASS_MODULES = ("gansuite.callbacks", "gansuite.distributed")
 
 
 def _leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
@@ -52,7 +54,7 @@ def _leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
         yield key, node
 
 
-def is_allowed(target: Any) -> bool:
+def is_allowed(target: Any, class_modules: tuple[str, ...] = CLASS_MODULES) -> bool:
     """A listed torch callable or gansuite function, or a class defined in the gansuite module that names it."""
     if not isinstance(target, str):
         return False
@@ -71,11 +73,17 @@ def is_allowed(target: Any) -> bool:
     if inspect.isfunction(obj):
         return module_name in FUNCTION_MODULES or target in FUNCTIONS
     return inspect.isclass(obj) and any(module_name == m or (m.endswith(".") and module_name.startswith(m))
-                                        for m in CLASS_MODULES)
+                                        for m in class_modules)
 
 
-def check_targets(config: dict[str, Any], source: Any) -> None:
-    """Refuse a checkpoint's config that names a callable outside the allow-list, before anything is built."""
+def check_targets(config: dict[str, Any], source: Any, resumed: bool = False) -> None:
+    """Refuse a checkpoint's config that names a callable outside the allow-list, before anything is built.
+
+    A resumed run also builds its callbacks and its trainer's strategy from the stored config: ``resumed``
+    checks those groups too, with gansuite's callback and strategy classes allowed there.
+    """
+    groups = BUILT_GROUPS + (RESUMED_GROUPS if resumed else ())
+    class_modules = CLASS_MODULES + (RESUMED_CLASS_MODULES if resumed else ())
     leaves = list(_leaves(config))
     for key, value in leaves:
         if isinstance(value, str) and "${" in value:
@@ -83,8 +91,8 @@ def check_targets(config: dict[str, Any], source: Any) -> None:
                               "which a config written by gansuite-train never does; use a checkpoint written by "
                               "gansuite-train.")
     for key, target in leaves:
-        if key.endswith("._target_") and key.split(".", 1)[0].split("[", 1)[0] in BUILT_GROUPS:
-            if not is_allowed(target):
+        if key.endswith("._target_") and key.split(".", 1)[0].split("[", 1)[0] in groups:
+            if not is_allowed(target, class_modules):
                 raise ConfigError(f"{source}: its config names {key}={target!r}, which gansuite does not allow a "
                                   "checkpoint to call; use a checkpoint written by gansuite-train from gansuite's "
                                   "own configs.")

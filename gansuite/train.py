@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -33,6 +34,8 @@ from gansuite.checkpointing import (
     resolve_resume,
 )
 from gansuite.errors import ConfigError, DiskFullError, NonFiniteLossError
+from gansuite.keys import check_added_keys, expand_home, hydra_sentence
+from gansuite.resuming import resume_config
 from gansuite.precision import PerOptimizerMixedPrecision
 
 # Lightning warnings that do not apply to gansuite's manual schedule: checkpoints are taken after
@@ -373,6 +376,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = read_checkpoint(ckpt_path)
         check_compatible(checkpoint, module, config, ckpt_path)
         resume_id = checkpoint.get("wandb_run_id")
+        done = checkpoint.get("gansuite_step")
+        if isinstance(done, int) and cfg.trainer.max_steps < done:
+            raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} is below the step {ckpt_path} is at "
+                              f"({done}); resume with trainer.max_steps above {done} to train further.")
         remove_stale_temporaries(ckpt_path.parent)  # the killed run's folder, which this run does not write to
         log.info(f"resuming from {ckpt_path} at step {checkpoint.get('gansuite_step', '?')}")
         del checkpoint
@@ -488,12 +495,47 @@ def _stop_on_signals(trainer: L.Trainer):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
+def main() -> Any:
+    """``gansuite-train``: Hydra's command line, with every bad input (Hydra's own errors included) reported
+    as one sentence and exit status 2."""
+    sys.argv[1:] = expand_home(sys.argv[1:])
+    import hydra._internal.utils as hydra_utils
+
+    # Hydra reports its errors (and the task's uncaught ones) through run_and_report, which prints several
+    # lines and exits 1. Its composition errors go through one_sentence first; everything else as before.
+    report = hydra_utils.run_and_report
+    hydra_utils.run_and_report = lambda func: report(lambda: _one_sentence(func))
+    try:
+        return _hydra_main()
+    finally:
+        hydra_utils.run_and_report = report
+
+
+def _one_sentence(func: Any) -> Any:
+    try:
+        return func()
+    except Exception as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sentence = str(err) if isinstance(err, ConfigError) else hydra_sentence(err)
+        if sentence is None:
+            raise
+        print(f"gansuite-train: error: {sentence}", file=sys.stderr)
+        sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float:
     """Train one run; return what a sweeper minimises (gansuite.sweeps.objective: the best FID, inf if none)."""
+    from hydra.core.hydra_config import HydraConfig
+
     from gansuite.sweeps import in_multirun, objective
 
     try:
+        overrides = list(HydraConfig.get().overrides.task)
+        check_added_keys(cfg, overrides)
+        if cfg.get("resume"):
+            cfg = resume_config(cfg, overrides)
         result = train(cfg)
     except ConfigError as err:
         print(f"gansuite-train: error: {err}", file=sys.stderr)
