@@ -24,6 +24,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from gansuite.errors import ConfigError
+from gansuite.outputs import check_writable, write_text
+
 RESULT = Path("eval") / "modes.json"
 # Lin, Khetan, Fanti, Oh, "PacGAN", NeurIPS 2018, Table 1 (mean of 10 runs): modes, high quality (%), reverse KL.
 PAPER_TABLE_1: dict[tuple[str, int], tuple[float, float, float]] = {
@@ -217,6 +220,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
     try:
+        if args.json is not None:  # before reading anything: the table must have somewhere to go
+            try:
+                check_writable(args.json, "--json")
+            except ConfigError as err:
+                raise AggregateError(str(err).rstrip(".")) from None
         runs = find_runs(args.paths)
         if not runs:
             raise AggregateError(f"no {RESULT} under {', '.join(map(str, args.paths))}; pass a multirun directory or "
@@ -226,9 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     rows = aggregate(runs)
     print(format_table(rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(to_json(rows), indent=2) + "\n")
+    if args.json:  # renamed into place: never half a JSON
+        write_text(args.json, json.dumps(to_json(rows), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from typing import Any
 
 from gansuite.aggregate import summarize
 from gansuite.errors import ConfigError
-from gansuite.outputs import SOFTWARE, check_output
+from gansuite.outputs import SOFTWARE, check_output, write_text
 
 __all__ = ["CompareError", "Run", "compare_rows", "find_runs", "format_table", "main", "plot", "read_run",
            "read_wandb_history"]
@@ -419,10 +419,9 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(metric, rows, shared, goal))
     plot(runs, rows, metric, args.out)
     print(f"\nplot: {args.out}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"written_by": "gansuite-compare", **to_json(metric, goal, rows, shared)},
-                                        indent=2) + "\n")
+    if args.json:  # renamed into place: never half a JSON
+        write_text(args.json, json.dumps({"written_by": "gansuite-compare", **to_json(metric, goal, rows, shared)},
+                                         indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
 import warnings
 from collections.abc import Iterator
 from functools import cache, partial
@@ -24,6 +25,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from gansuite.errors import ConfigError
 
 IMAGE_SUFFIXES = {".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
+# What PIL raises for a file that is not an image or is cut short (UnidentifiedImageError and "image file is
+# truncated" are OSErrors; some decoders raise SyntaxError, ValueError, EOFError or struct.error).
+UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 # Held-out splits are drawn with this constant, not with `seed`, so every run is scored on the same images.
 _SPLIT_SEED = 20240229
 # Purposes mixed into generator seeds so that streams drawn from the same `seed` are independent.
@@ -152,6 +156,10 @@ class GANDataModule(L.LightningDataModule):
         if self._train is None:
             self.check()
             self._load()
+            if self.batch_size > len(self._train):
+                # The endless sampler would repeat samples to fill the batch, and a huge batch exhausts memory.
+                raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {len(self._train)} training "
+                                  f"samples of data={self.name}; set data.batch_size to at most {len(self._train)}.")
 
     def _load(self) -> None:
         raise NotImplementedError
@@ -501,18 +509,61 @@ class CIFAR10(_TorchvisionData):
         self.shape, self.num_classes = (3, 32, 32), 10
 
 
+class UnreadableImageWarning(UserWarning):
+    """A data file with an image suffix that cannot be decoded (not an image, or truncated) was skipped."""
+
+
+def warn_unreadable(path: Path, err: BaseException, key: str) -> None:
+    """One line naming the file (warn_explicit: no source line under it; the callers warn once per file)."""
+    warnings.warn_explicit(f"{key}: skipping {path}: it is not a readable image ({type(err).__name__}: {err}); "
+                           "remove or replace it.", UnreadableImageWarning, "gansuite", 0, module="gansuite.data")
+
+
 class _ImageFiles(Dataset):
-    def __init__(self, files: list[Path], transform, mode: str):
-        self.files, self.transform, self.mode = files, transform, mode
+    """Image files decoded when an item is asked for (in the loader's workers).
+
+    A file that cannot be decoded is skipped with one warning naming it, and the item is the next readable
+    file of the list (wrapping around): the same index always gives the same image, and one bad file never
+    stops a run. Which files are bad is kept in shared memory, so each is decoded, and warned about, once,
+    whichever worker meets it. Nothing is verified up front beyond :meth:`first_readable`.
+    """
+
+    def __init__(self, files: list[Path], transform, mode: str, key: str = "data.root"):
+        self.files, self.transform, self.mode, self.key = files, transform, mode, key
+        self.bad = torch.zeros(len(files), dtype=torch.uint8).share_memory_()
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+    def _decode(self, k: int):
+        """File ``k`` as a PIL image in ``mode``, or None (flagged and warned about once) if it cannot be read."""
         from PIL import Image
 
-        with Image.open(self.files[i]) as im:
-            return self.transform(im.convert(self.mode)), 0
+        if self.bad[k]:
+            return None
+        try:
+            with Image.open(self.files[k]) as im:
+                return im.convert(self.mode)  # decodes every pixel: a truncated file fails here
+        except UNREADABLE as err:
+            if not self.bad[k]:
+                self.bad[k] = 1
+                warn_unreadable(self.files[k], err, self.key)
+            return None
+
+    def first_readable(self, what: str = "") -> None:
+        """Decode files in order until one can be read (one file, normally); none readable is one sentence."""
+        if not any(self._decode(k) is not None for k in range(len(self.files))):
+            raise ConfigError(f"{self.key}: none of its {len(self.files)} {what + ' ' if what else ''}image files "
+                              f"can be read (not images, or truncated); point {self.key} at a folder of images.")
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        n = len(self.files)
+        for k in itertools.chain(range(i, n), range(i)):
+            image = self._decode(k)
+            if image is not None:
+                return self.transform(image), 0
+        raise ConfigError(f"{self.key}: none of its {n} image files can be read; point {self.key} at a folder of "
+                          "images.")
 
 
 class ImageFolder(GANDataModule):
@@ -573,4 +624,7 @@ class ImageFolder(GANDataModule):
         shuffled = [self._files[i] for i in order]
         held, train = shuffled[: self.heldout_size], shuffled[self.heldout_size:]
         self._train = _ImageFiles(train, transform, mode)
-        self._heldout = _ImageFiles(held or train, transform, mode)
+        self._heldout = _ImageFiles(held, transform, mode) if held else self._train
+        self._train.first_readable("training")
+        if held:
+            self._heldout.first_readable("held-out")

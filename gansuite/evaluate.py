@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gansuite.errors import ConfigError
+from gansuite.outputs import check_writable
 
 log = logging.getLogger("gansuite")
 
@@ -76,11 +77,16 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
     from gansuite.checkpointing import read_checkpoint, resolve_resume
     from gansuite.train import build, make_evaluator
 
-    path = resolve_resume(path)
-    checkpoint = read_checkpoint(path)
+    # Errors name the checkpoint as what it is here: nothing is being resumed.
+    path = resolve_resume(path, key="checkpoint")
+    checkpoint = read_checkpoint(path, key="checkpoint")
     cfg = _checkpoint_config(checkpoint, list(overrides), path)
     datamodule, module = build(cfg)
-    module.load_state_dict(checkpoint["state_dict"])
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError:
+        raise ConfigError(f"checkpoint: {path} does not fit the model its own config builds (written by another "
+                          "gansuite version?); evaluate it with the gansuite version that trained it.") from None
     device = _device(device, cfg)  # the run's device, unless asked: the same numbers as its training
     module.to(device)
     evaluator = make_evaluator(cfg, datamodule, device=device)
@@ -100,7 +106,7 @@ def load_images(folder: str | Path, shape: tuple[int, ...], limit: int) -> torch
     """The first ``limit`` images of ``folder`` (sorted by name) as uint8 tensors of ``shape``."""
     from PIL import Image
 
-    from gansuite.data import IMAGE_SUFFIXES
+    from gansuite.data import IMAGE_SUFFIXES, UNREADABLE
 
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -111,11 +117,18 @@ def load_images(folder: str | Path, shape: tuple[int, ...], limit: int) -> torch
     mode = {1: "L", 3: "RGB"}[channels]
     out = torch.empty(limit, channels, height, width, dtype=torch.uint8)
     for i, file in enumerate(files[:limit]):
-        with Image.open(file) as image:
-            if image.size != (width, height):
-                raise ConfigError(f"{file} is {image.size[0]}x{image.size[1]} but the data is {width}x{height}; "
-                                  "save samples at the data's resolution (gansuite does not resize them silently).")
-            array = torch.frombuffer(bytearray(image.convert(mode).tobytes()), dtype=torch.uint8)
+        try:
+            with Image.open(file) as image:
+                size = image.size
+                if size == (width, height):
+                    array = torch.frombuffer(bytearray(image.convert(mode).tobytes()), dtype=torch.uint8)
+        except UNREADABLE as err:
+            # Not skipped: the measured set would silently differ from the samples that were written.
+            raise ConfigError(f"{file} is not a readable image ({type(err).__name__}); write the samples again "
+                              "or remove the file.") from None
+        if size != (width, height):
+            raise ConfigError(f"{file} is {size[0]}x{size[1]} but the data is {width}x{height}; "
+                              "save samples at the data's resolution (gansuite does not resize them silently).")
         out[i] = array.view(height, width, channels).permute(2, 0, 1)
     return out
 
@@ -196,6 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.device is not None:
+            from gansuite.sample import check_device
+
+            check_device(args.device)
         if args.compare:
             sys.exit(compare(*args.compare))
         if args.precompute:
@@ -204,13 +221,21 @@ def main(argv: list[str] | None = None) -> None:
         if not args.source:
             parser.error("pass a checkpoint, a run directory or an image folder (or --precompute / --compare)")
         source = Path(args.source)
+        if not source.exists():
+            raise ConfigError(f"source: {source} does not exist; pass a .ckpt file, a gansuite run directory or a "
+                              "folder of images.")
         is_folder = source.is_dir() and not (source / "checkpoints").is_dir()
+        if not is_folder:
+            from gansuite.checkpointing import resolve_resume
+
+            source = resolve_resume(source, key="checkpoint")
+        out = args.json if is_folder else args.json or source.with_suffix(".eval.json")
+        if out:  # before the evaluation, which may take minutes: its result must have somewhere to go
+            check_writable(Path(out), "--json")
         if is_folder:
             result = evaluate_folder(source, args.overrides, args.device)
-            out = args.json
         else:
             result = evaluate_checkpoint(source, args.overrides, args.device, ema=not args.raw)
-            out = args.json or Path(result.extra["checkpoint"]).with_suffix(".eval.json")
         print(result.table())
         if out:
             print(f"written to {result.write_json(out)}")

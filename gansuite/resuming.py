@@ -2,7 +2,8 @@
 
 A checkpoint holds the composed config it was trained with, so resuming needs no override retyped.
 Overrides given with ``resume=`` apply on top where a value may change without changing what is
-trained (how long, how often to log, evaluate and save, on which devices, where the data lies);
+trained (how long, how often to log, evaluate and save, on which devices, where the data lies) or is
+the remedy for a diverged run (gradient clipping);
 any other override that differs from the stored run is refused, every such key named at once.
 """
 
@@ -21,6 +22,8 @@ CHANGEABLE = (
     "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.compile", "trainer.channels_last",
     "eval.every_n_steps", "eval.batch_size", "eval.cache_dir", "eval.download", "eval.inception_weights",
     "data.root", "data.download", "data.num_workers",
+    # What the NaN guard advises for a run that diverged: resume from its last good checkpoint with clipping.
+    "model.module.grad_clip", "model.module.loss_limit",
     "logger", "callbacks", "paths", "hydra", "resume", "name", "group", "tags", "model.init_generator",
 )
 # Never taken from the checkpoint: they describe this process (its folders), not the run.

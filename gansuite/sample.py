@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from gansuite.errors import ConfigError
-from gansuite.outputs import check_output
+from gansuite.outputs import check_output, check_writable
 
 DEFAULT_BATCH_SIZE = 250  # conf/eval/default.yaml's eval.batch_size, for checkpoints written without eval
 
@@ -358,8 +358,9 @@ def load_module(source: str | Path, device: str = "cpu") -> tuple[Any, Any, Path
     from gansuite.checkpointing import read_checkpoint, resolve_resume
     from gansuite.train import build
 
-    path = resolve_resume(source)
-    checkpoint = read_checkpoint(path)
+    # Errors name the checkpoint as what it is here: nothing is being resumed.
+    path = resolve_resume(source, key="checkpoint")
+    checkpoint = read_checkpoint(path, key="checkpoint")
     stored = checkpoint.get("gansuite_config")
     if not stored:
         raise ConfigError(f"{path} holds no gansuite config; pass a checkpoint written by gansuite-train.")
@@ -376,13 +377,17 @@ def load_module(source: str | Path, device: str = "cpu") -> tuple[Any, Any, Path
     return module.to(device).eval(), cfg, path, checkpoint.get("gansuite_step")
 
 
-def _device(name: str) -> str:
+def check_device(name: str, option: str = "--device") -> str:
+    """``name`` if it is a device this machine has, else one sentence naming ``option`` and the fix."""
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device: {name!r} is not a device; use --device cpu or --device cuda.") from None
+        raise ConfigError(f"{option}: {name!r} is not a device; use {option} cpu or {option} cuda.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is visible here; use --device cpu.")
+        raise ConfigError(f"{option} {name}: no CUDA device is visible here; use {option} cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use "
+                          f"{option} cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
     return name
 
 
@@ -461,7 +466,9 @@ def main(argv: list[str] | None = None) -> None:
             if args.targets is not None and args.from_hr:
                 raise ConfigError("--targets and --from-hr both give targets; pass one of them.")
             _check_folder(Path(args.out), "--out")
-        device = _device(args.device)
+        if args.codes is not None:
+            check_writable(Path(args.codes), "--codes", folder=True)
+        device = check_device(args.device)
 
         module, cfg, path, step = load_module(args.source, device)
         classes = parse_classes(args.classes, module)
@@ -507,6 +514,7 @@ def _check_folder(folder: Path, option: str = "--folder") -> None:
             # gansuite-eval reads every image under the folder: old ones would be measured with the new.
             raise ConfigError(f"{option} {folder} already holds {images} images; pass a new or empty folder "
                               "(old images would be mixed with the new).")
+    check_writable(folder, option, folder=True)
 
 
 if __name__ == "__main__":

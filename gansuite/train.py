@@ -6,6 +6,7 @@ This file is the edge: the only place that reads the config and calls
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gansuite.checkpointing import (
     AtomicCheckpointIO,
@@ -35,8 +36,8 @@ from gansuite.checkpointing import (
 )
 from gansuite.errors import ConfigError, DiskFullError, NonFiniteLossError
 from gansuite.keys import check_added_keys, expand_home, hydra_sentence
-from gansuite.resuming import resume_config
 from gansuite.precision import PerOptimizerMixedPrecision
+from gansuite.resuming import resume_config
 
 # Lightning warnings that do not apply to gansuite's manual schedule: checkpoints are taken after
 # a whole step by design, and a resumed run writes into its own new run directory.
@@ -99,6 +100,35 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"seed must be an integer (got {cfg.seed!r}); set seed=0 or another integer.")
     if not isinstance(cfg.trainer.deterministic, bool):
         raise ConfigError(f"trainer.deterministic must be true or false (got {cfg.trainer.deterministic!r}).")
+    for net in ("g", "d"):
+        key = f"model.{net}_optimizer.betas"
+        betas = OmegaConf.select(cfg, key)
+        if betas is not None and not (
+            isinstance(betas, ListConfig) and len(betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+        ):
+            raise ConfigError(f"{key} must be two numbers in [0, 1) (got {_plain(betas)}); set {key}=[0.5,0.999].")
+    for node in ("model.generator", "model.discriminator"):
+        for name, value in (OmegaConf.select(cfg, node) or {}).items():
+            if name.endswith(_SIZE_OPTIONS) and value is not None and not _is_positive_int(value):
+                raise ConfigError(f"{node}.{name} must be a positive integer (got {value!r}); "
+                                  f"set {node}.{name} to a positive integer.")
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but torch sees no CUDA GPU on this machine; "
+                          "run with trainer=cpu here, or on a machine with a GPU and a CUDA build of torch.")
+
+
+# Network options that count something (channels, blocks, latent sizes): zero would build empty layers.
+_SIZE_OPTIONS = ("width", "latent_dim", "blocks", "pieces", "depth", "channels", "levels")
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 _PAIR_DATA = {"paired": "data=sr_mnist, sr_photos, sr_folder, edges2digits or paired_folder",
@@ -111,6 +141,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     datamodule = _build("data", cfg.data)
     if hasattr(datamodule, "check"):
         datamodule.check()
+    if hasattr(datamodule, "_load"):
+        datamodule.setup("fit")  # loads (or lists) the training data now, so a batch larger than it fails here
     if cfg.model.get("conditional") and datamodule.num_classes is None:
         raise ConfigError(
             f"model={cfg.model.name} is class-conditional but the data has no labels; "
@@ -134,6 +166,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     discriminator = None
     if cfg.model.discriminator is not None:
         discriminator = _build("model.discriminator", cfg.model.discriminator, shape=shape, **classes)
+    for key, net in (("model.generator", generator), ("model.discriminator", discriminator)):
+        empty = next((name for name, p in (net.named_parameters() if net is not None else ()) if p.numel() == 0), None)
+        if empty is not None:
+            raise ConfigError(f"{key} has a layer without weights ({empty}): one of its size options is 0; set the "
+                              f"options of {key} (see `gansuite-train --cfg job`) to positive sizes.")
     if have:
         classes = {"examples": datamodule.examples()}
     pack = getattr(discriminator, "pack", 1)
@@ -517,7 +554,13 @@ def _one_sentence(func: Any) -> Any:
     except Exception as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        sentence = str(err) if isinstance(err, ConfigError) else hydra_sentence(err)
+        if isinstance(err, ConfigError):
+            sentence = str(err)
+        elif isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            sentence = (f"{err.filename or 'a file'}: {err.strerror}; point hydra.run.dir (outputs), data.root (data) "
+                        "or paths.cache_dir (caches) at a folder this user can write to.")
+        else:
+            sentence = hydra_sentence(err)
         if sentence is None:
             raise
         print(f"gansuite-train: error: {sentence}", file=sys.stderr)

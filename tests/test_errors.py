@@ -69,8 +69,8 @@ def test_labelled_model_on_unlabelled_data(monkeypatch, capsys, tmp_path):
     folder.mkdir()
     from PIL import Image
 
-    for i in range(4):
-        Image.new("RGB", (40, 40), (i * 60, 0, 0)).save(folder / f"{i}.png")
+    for i in range(10):  # more than data.batch_size=8 and its held-out share
+        Image.new("RGB", (40, 40), (i * 20, 0, 0)).save(folder / f"{i}.png")
     code, err = run_cli(monkeypatch, capsys, tmp_path, "data=image_folder", f"data.root={folder}",
                         "data.resolution=32", "model.conditional=true")
     assert code == 2

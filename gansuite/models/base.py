@@ -66,6 +66,9 @@ class AdversarialModule(L.LightningModule):
         ema_decay: decay of the generator's exponential moving average, or None for no EMA.
         grad_clip: clip each network's gradient norm to this value before its update.
         g_scheduler, d_scheduler: optional partials ``optimizer -> LR scheduler``; both step once per step.
+        loss_limit: training stops, as for a NaN, when a loss summed between two checks passes this magnitude:
+            no GAN loss of the suite gets near 1e10 unless training diverged, and such a run would otherwise
+            go on to its last step and exit 0.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class AdversarialModule(L.LightningModule):
         grad_clip: float | None = None,
         g_scheduler: SchedulerFactory | None = None,
         d_scheduler: SchedulerFactory | None = None,
+        loss_limit: float = 1e10,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -101,6 +105,7 @@ class AdversarialModule(L.LightningModule):
         self.n_critic = n_critic
         self.ema_decay = ema_decay
         self.grad_clip = grad_clip
+        self.loss_limit = float(loss_limit)
         self._rng_to_restore: dict[str, Any] | None = None
         self._resumed_at = (0, 0)  # (batches, samples) consumed when this run resumed
         self._log_now = True  # whether this batch's metrics reach the loggers (set per batch)
@@ -301,6 +306,10 @@ class AdversarialModule(L.LightningModule):
     def _raise_if_non_finite(self, sums: dict[str, float], step: int) -> None:
         """Stop every rank together when a loss summed since the last check is not finite."""
         bad = next(((key, value) for key, value in sums.items() if not np.isfinite(value)), None)
+        if bad is None:
+            huge = next(((key, value) for key, value in sums.items() if abs(value) > self.loss_limit), None)
+            if huge is not None:
+                bad = (huge[0], f"{huge[1]:.3g} in sum, beyond model.module.loss_limit={self.loss_limit:g} (diverged)")
         if self._trainer is not None and self.trainer.world_size > 1:
             # Every rank stops together, rather than one raising while the others wait in an all-reduce.
             if self.trainer.strategy.reduce_boolean_decision(bad is None, all=True):
