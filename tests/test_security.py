@@ -6,6 +6,7 @@ import base64
 import copy
 import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from gansuite import evaluate, sample
 from gansuite.errors import ConfigError
 from gansuite.security import is_allowed
+from gansuite.train import main as train_main
 from gansuite.train import train
 
 from .conftest import make_cfg
@@ -74,6 +76,34 @@ def test_gansuite_sample_and_eval_refuse_a_checkpoint_whose_config_names_other_c
     with pytest.raises(ConfigError, match=f"its config names {key}="):
         evaluate.evaluate_checkpoint(crafted)
     assert not victim.exists() and not (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.parametrize("attack", range(8))
+def test_resume_refuses_a_checkpoint_whose_config_names_other_callables(checkpoint, tmp_path, capsys, monkeypatch,
+                                                                        attack):
+    """resume= rebuilds the run from the checkpoint's config: the same allow-list, and callbacks are checked too."""
+    victim = tmp_path / "victim"
+    group, node = ([("callbacks.evil", {"_target_": "os.system", "command": f"touch {victim}"})]
+                   + _attacks(victim))[attack]
+    crafted = _crafted(checkpoint, tmp_path, group, node)
+    monkeypatch.setattr(sys, "argv", ["gansuite-train", "model=gan", "logger=none", "eval=none", "trainer=debug",
+                                      f"resume={crafted}", "trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exited:
+        train_main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2
+    assert f"its config names {group}._target_='{node['_target_']}', which gansuite does not allow" in err[-1]
+    assert not victim.exists() and not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_init_generator_takes_only_weights_from_a_crafted_checkpoint(checkpoint, tmp_path):
+    """model.init_generator reads the state dict alone: a config naming os.system is never looked at."""
+    victim = tmp_path / "victim"
+    crafted = _crafted(checkpoint, tmp_path, "model.generator",
+                       {"_target_": "os.system", "command": f"touch {victim}"})
+    result = train(make_cfg(tmp_path / "run", "model=gan", "trainer.max_steps=1", "callbacks=none",
+                            f"+model.init_generator={crafted}"))
+    assert result["step"] == 1 and not victim.exists()
 
 
 def test_the_checkpoints_gansuite_writes_and_every_target_of_its_configs_are_allowed(checkpoint, tmp_path):
