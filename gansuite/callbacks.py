@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from gansuite.data import denormalize
 from gansuite.errors import ConfigError
+from gansuite.logging import record as history
 from gansuite.metrics.modes import ModeStats, mode_metrics
 
 __all__ = ["GANProgressBar", "SampleGrid", "Scatter2D"]
@@ -259,6 +260,7 @@ class Scatter2D(_PeriodicSamples):
                       f"reverse KL {stats.reverse_kl:.2f}")
             for logger in trainer.loggers:
                 logger.log_metrics(stats.as_log(), step=step)
+            history(step, stats.as_log())
         ax.set_aspect("equal")
         ax.set_title(title)
         fig.savefig(path, format="png")
@@ -456,6 +458,7 @@ class TranslationMetrics(_EveryNSteps):
         self.last = record
         for logger in trainer.loggers:
             logger.log_metrics({f"val/{k}": v for k, v in record["values"].items()}, step=step)
+        history(step, {f"val/{k}": v for k, v in record["values"].items()})
         _write_json(Path(trainer.default_root_dir) / "eval" / f"translation_step_{step:06d}.json", record)
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 import gansuite
 from gansuite.errors import ConfigError, NonFiniteLossError
+from gansuite.logging import record
 from gansuite.metrics import fidelity
 from gansuite.metrics.fidelity import count_tag
 
@@ -590,6 +591,8 @@ class EvalCallback(L.Callback):
                 logged[f"best/{key}_step"] = self.best[key]["step"]
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=step)
+        if trainer.is_global_zero:
+            record(step, {k: v for k, v in logged.items() if k.startswith("val/")})
         out = self.output_dir(trainer)
         result.extra = {"best": self.best}
         result.write_json(out / f"eval_step_{step:06d}.json")

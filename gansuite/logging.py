@@ -6,6 +6,7 @@ Loggers themselves are built from ``conf/logger/*.yaml`` by ``hydra.utils.instan
 from __future__ import annotations
 
 import json
+import logging
 import netrc
 import os
 import socket
@@ -21,7 +22,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from gansuite.errors import ConfigError
 
-__all__ = ["flatten_config", "git_commit", "run_metadata", "sweep_group", "wandb_mode"]
+__all__ = ["flatten_config", "git_commit", "record", "run_metadata", "save_code_state", "sweep_group", "wandb_mode"]
+
+# A run's history in its train.log: the logged losses, every evaluation, the end and any error. Hydra's logging
+# config (conf/hydra/job_logging/gansuite.yaml) sends this logger to the file alone; the console has the
+# progress bar for the losses.
+HISTORY = logging.getLogger("gansuite.history")
+
+
+def record(step: int, values: Mapping[str, float]) -> None:
+    """One line of history: ``step 500: train/d_loss=1.2034 train/g_loss=0.8123``."""
+    if values:
+        HISTORY.info("step %d: %s", step, " ".join(f"{k}={_short(v)}" for k, v in values.items()))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
 
 _DEFAULT_WANDB_URL = "https://api.wandb.ai"
 _MODE_ALIASES = {
@@ -160,11 +176,11 @@ def _flatten_into(flat: dict[str, Any], prefix: str, value: Any, sep: str) -> No
 
 
 def git_commit(path: str | os.PathLike = ".") -> str | None:
-    """The HEAD commit of the git repository holding ``path``, with ``-dirty`` if tracked files changed.
+    """The HEAD commit of the git repository holding ``path``, with ``-dirty`` if files changed or were added.
 
-    Untracked files do not count (as in ``git describe --dirty``): run outputs inside the
-    repository would otherwise mark every run dirty. Returns None outside a repository,
-    without git, or if git does not answer within a few seconds.
+    Files ``.gitignore`` covers do not count (run outputs, data), new source files do: the code that ran
+    is then not the commit's. Returns None outside a repository, without git, or if git does not answer
+    within a few seconds.
     """
 
     def git(*args: str) -> str | None:
@@ -179,8 +195,47 @@ def git_commit(path: str | os.PathLike = ".") -> str | None:
     sha = git("rev-parse", "--verify", "HEAD")
     if not sha:
         return None
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=normal")
     return f"{sha}-dirty" if status else sha
+
+
+# The saved diff stays small: a file larger than this is listed by name, not included.
+_DIFF_FILE_LIMIT = 1 << 20
+
+
+def save_code_state(folder: Path, path: str | os.PathLike | None = None) -> str | None:
+    """Record the code a run ran: ``git_commit.txt`` in ``folder`` and, for a dirty tree, ``git_diff.patch`` with
+    the changes to tracked files and the new files (``git apply`` on the commit restores the tree).
+
+    Files that ``.gitignore`` covers (run outputs, data) do not count. Returns the commit, ``-dirty`` if it is.
+    """
+    import gansuite
+
+    repo = Path(path) if path is not None else Path(gansuite.__file__).parent
+    commit = git_commit(repo)
+    if commit is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "git_commit.txt").write_text(commit + "\n")
+    if commit.endswith("-dirty"):
+        def run(*args: str, where: Path = repo) -> str:
+            try:
+                done = subprocess.run(["git", "-C", os.fspath(where), *args], capture_output=True, text=True,
+                                      timeout=30, check=False)
+            except (OSError, subprocess.SubprocessError):
+                return ""
+            return done.stdout
+
+        top = Path(run("rev-parse", "--show-toplevel").strip() or repo)
+        parts = [run("diff", "HEAD", "--binary")]
+        for name in run("ls-files", "--others", "--exclude-standard", "--full-name", ":/").splitlines():
+            file = top / name
+            if file.is_file() and file.stat().st_size <= _DIFF_FILE_LIMIT:
+                parts.append(run("diff", "--no-index", "--binary", "--", "/dev/null", name, where=top))
+            else:
+                parts.append(f"# not included (over {_DIFF_FILE_LIMIT} bytes): {name}\n")
+        (folder / "git_diff.patch").write_text("".join(parts))
+    return commit
 
 
 def run_metadata(

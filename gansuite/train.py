@@ -22,6 +22,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gansuite.checkpointing import (
@@ -36,6 +37,7 @@ from gansuite.checkpointing import (
 )
 from gansuite.errors import ConfigError, DiskFullError, NonFiniteLossError
 from gansuite.keys import check_added_keys, expand_home, hydra_sentence
+from gansuite.logging import HISTORY, save_code_state
 from gansuite.precision import PerOptimizerMixedPrecision
 from gansuite.resuming import resume_config
 
@@ -405,6 +407,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = build(cfg)
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    if rank_zero_only.rank == 0:
+        commit = save_code_state(output_dir)
+        if commit is not None:
+            dirty = " (its uncommitted changes are in git_diff.patch)" if commit.endswith("-dirty") else ""
+            log.info(f"code: gansuite {commit}{dirty}")
     if cfg.model.get("init_generator") and not cfg.get("resume"):
         init_generator(module, cfg.model.init_generator)
     ckpt_path, resume_id = None, None
@@ -581,29 +588,35 @@ def _hydra_main(cfg: DictConfig) -> float:
             cfg = resume_config(cfg, overrides)
         result = train(cfg)
     except ConfigError as err:
-        print(f"gansuite-train: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"error: {err}", 2)
     except DiskFullError as err:
-        print(f"gansuite-train: stopped: {err.strerror}.", file=sys.stderr)
-        sys.exit(1)
+        _fail(f"stopped: {err.strerror}.", 1)
     except OSError as err:
         # The disk can fill outside a checkpoint save too (a grid, a log), or again while Lightning closes the
         # loggers after a DiskFullError.
         if not disk_full(err):
+            HISTORY.exception("failed")
             raise
-        print(f"gansuite-train: stopped: the disk is full (no space left on device) at {err.filename or 'a write'}; "
-              f"the checkpoints already written are kept: free some space, then resume with "
-              f"resume={cfg.paths.output_dir}.", file=sys.stderr)
-        sys.exit(1)
+        _fail(f"stopped: the disk is full (no space left on device) at {err.filename or 'a write'}; the checkpoints "
+              f"already written are kept: free some space, then resume with resume={cfg.paths.output_dir}.", 1)
     except NonFiniteLossError as err:
-        print(f"gansuite-train: stopped: {err}", file=sys.stderr)
-        if in_multirun():  # one diverged trial must not end the sweep (SystemExit would): it scores the worst
-            return objective(None)
-        sys.exit(1)
+        _fail(f"stopped: {err}", None if in_multirun() else 1)
+        return objective(None)  # one diverged trial must not end a sweep (SystemExit would): it scores the worst
+    except Exception:
+        HISTORY.exception("failed")  # a bug's traceback in train.log too, not only on the terminal
+        raise
     if result["stopped"]:
         # The shell's code for "ended by this signal" (130 for Ctrl-C, 143 for SIGTERM); the run itself was saved.
         sys.exit(128 + int(result["signal"] or signal.SIGINT))
     return objective(result)
+
+
+def _fail(message: str, status: int | None) -> None:
+    """Print ``message`` as gansuite-train's one line, write it to train.log, and exit with ``status`` (if any)."""
+    print(f"gansuite-train: {message}", file=sys.stderr)
+    HISTORY.error(message)
+    if status is not None:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from gansuite.callbacks import GANProgressBar, SampleGrid, Scatter2D, TranslationGrid, TranslationMetrics
 from gansuite.errors import ConfigError
-from gansuite.logging import flatten_config, git_commit, run_metadata, wandb_mode
+from gansuite.logging import flatten_config, git_commit, run_metadata, save_code_state, wandb_mode
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -359,8 +359,16 @@ def test_git_commit_in_and_outside_a_repository(tmp_path, monkeypatch):
     head = _git(repo, "rev-parse", "HEAD")
 
     assert git_commit(repo) == head
-    (repo / "untracked.txt").write_text("u")
+    (repo / ".gitignore").write_text("outputs/\n")
+    _git(repo, "add", ".gitignore")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qm", "i")
+    head = _git(repo, "rev-parse", "HEAD")
+    (repo / "outputs").mkdir()
+    (repo / "outputs" / "run.log").write_text("ignored output")
     assert git_commit(repo) == head
+    (repo / "new_model.py").write_text("print('new')\n")  # an untracked source file: not the commit's code
+    assert git_commit(repo) == f"{head}-dirty"
+    (repo / "new_model.py").unlink()
     (repo / "a.txt").write_text("b")
     assert git_commit(repo) == f"{head}-dirty"
 
@@ -370,6 +378,7 @@ def test_git_commit_in_and_outside_a_repository(tmp_path, monkeypatch):
     assert git_commit(tmp_path / "missing") is None
 
     meta = run_metadata({"model": {"name": "dcgan"}}, repo_path=outside)
+    assert save_code_state(tmp_path / "run_outside", outside) is None
     assert meta["config"] == {"model/name": "dcgan"} and meta["git_commit"] is None
     assert isinstance(meta["gansuite_version"], str)
 
@@ -406,3 +415,29 @@ def test_default_callbacks_instantiate(tmp_path):
     assert isinstance(built["progress_bar"], GANProgressBar)
     assert isinstance(built["translation_grid"], TranslationGrid)
     assert isinstance(built["translation_metrics"], TranslationMetrics)
+
+
+def test_a_dirty_tree_is_saved_as_a_patch_that_restores_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "a.txt").write_text("a\n")
+    _git(repo, "add", "a.txt")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qm", "a")
+    head = _git(repo, "rev-parse", "HEAD")
+    run = tmp_path / "run"
+    assert save_code_state(run, repo) == head
+    assert (run / "git_commit.txt").read_text() == f"{head}\n" and not (run / "git_diff.patch").exists()
+
+    (repo / "a.txt").write_text("a changed\n")
+    (repo / "sub").mkdir()
+    (repo / "sub" / "new.py").write_text("x = 1\n")
+    assert save_code_state(run, repo / "sub") == f"{head}-dirty"
+    patch = (run / "git_diff.patch").read_text()
+    # The patch applied to a clean checkout of the commit gives the tree the run ran.
+    clean = tmp_path / "clean"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clean)], check=True)
+    subprocess.run(["git", "-C", str(clean), "apply", "-"], input=patch, text=True, check=True)
+    assert (clean / "a.txt").read_text() == "a changed\n"
+    assert (clean / "sub" / "new.py").read_text() == "x = 1\n"

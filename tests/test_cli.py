@@ -96,3 +96,29 @@ def test_preemption_signal_saves_last_ckpt_and_exits_non_zero(tmp_path, signum, 
     assert f"{signal.Signals(signum).name}: stopping after this batch" in out + err
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert 5 <= last["gansuite_step"] < 100000
+
+
+def test_train_log_tells_the_story_of_a_run_and_of_its_failure(tmp_path):
+    """train.log holds the code's commit, the logged losses, every evaluation, the end, and the error of a failed run."""
+    tiny = ["trainer=debug", "logger=none", "model.generator.width=4", "model.discriminator.width=4",
+            "data.batch_size=8", "eval.every_n_steps=4", "eval.num_samples=64", "eval.num_real=64",
+            "trainer.log_every_n_steps=2"]
+    run = tmp_path / "run"
+    gansuite_train(run, *tiny, "trainer.max_steps=4", cwd=tmp_path, threads=1)
+    log = (run / "train.log").read_text()
+    steps = [line.split(" - ", 1)[1] for line in log.splitlines() if "[gansuite.history]" in line]
+    assert [s.split(":", 1)[0] for s in steps] == ["step 1", "step 3", "step 4"], log
+    assert "train/d_loss=" in steps[0] and "train/g_loss=" in steps[1]
+    assert "val/fid_clf_64=" in steps[2]
+    assert "step 4 of 4" in log.splitlines()[-1]
+
+    failed = tmp_path / "failed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    no_eval = [o for o in tiny if not o.startswith("eval.")] + ["eval=none"]
+    result = subprocess.run([GANSUITE_TRAIN, f"hydra.run.dir={failed}", *no_eval, "trainer.max_steps=4",
+                             "+model.module.loss_limit=0.5"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1
+    sentence = result.stderr.strip().splitlines()[-1].removeprefix("gansuite-train: ")
+    assert sentence.startswith("stopped: ") and "diverged" in sentence
+    assert (failed / "train.log").read_text().splitlines()[-1].endswith(f"[ERROR] - {sentence}")

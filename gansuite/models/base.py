@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from gansuite.errors import ConfigError, NonFiniteLossError
+from gansuite.logging import record
 from gansuite.losses import Objective
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -349,6 +350,8 @@ class AdversarialModule(L.LightningModule):
         # Lightning's own callback_metrics, as CPU tensors, for callbacks that monitor a training value.
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})
         connector = getattr(trainer, "_logger_connector", None)
+        if trainer.is_global_zero:
+            record(step, logged)  # train.log's history
         if trainer.loggers and connector is not None and trainer.is_global_zero:
             # "step" as the x-axis of every logger (W&B shows it as trainer/global_step): gansuite steps, the unit
             # of max_steps, checkpoint names and sample grids.
