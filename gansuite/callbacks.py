@@ -324,10 +324,19 @@ class GANProgressBar(RichProgressBar):
             return super().total_train_batches
         return total
 
+    def configure_columns(self, trainer: L.Trainer) -> list:
+        # Without Lightning's batches/s (steps/s is shown with the metrics; a batch is not a step at n_critic > 1)
+        # and with a shorter bar, the bar and its metrics fit one line of an 80-column terminal.
+        columns = [c for c in super().configure_columns(trainer) if type(c).__name__ != "ProcessingSpeedColumn"]
+        for column in columns:
+            if hasattr(column, "bar_width"):
+                column.bar_width = 12
+        return columns
+
     def _get_train_description(self, current_epoch: int) -> str:
-        # One endless epoch (max_epochs=-1) would read "Epoch 0/-2".
+        # One endless epoch (max_epochs=-1) would read "Epoch 0/-2"; the bar alone says it is training.
         if self.trainer.max_epochs in (None, -1):
-            return "Training"
+            return ""
         return super()._get_train_description(current_epoch)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -359,13 +368,15 @@ class GANProgressBar(RichProgressBar):
         metrics.pop("step", None)  # shown below as an integer, whatever the module logs under that name
         shown: dict[str, Any] = {}
         # Strings skip the bar's ".3f" formatting: a step count is an integer.
+        # The step with its rate, and the losses of the last logged batch (already floats: reading them never
+        # waits on the GPU) as D and G with 3 digits: the bar and these fit one line of an 80-column terminal.
         if (step := getattr(pl_module, "step", None)) is not None:
-            shown["step"] = str(int(step))
+            rate = f" ({self._steps_per_s:.3g}/s)" if self._steps_per_s is not None else ""
+            shown["step"] = f"{int(step)}{rate}"
         shown.update(metrics)
-        # The losses of the last logged batch, already floats: reading them never waits on the GPU.
-        shown.update(getattr(pl_module, "progress_metrics", {}))
-        if self._steps_per_s is not None:
-            shown["steps/s"] = f"{self._steps_per_s:.2f}"
+        for key, value in getattr(pl_module, "progress_metrics", {}).items():
+            name = {"train/d_loss": "D", "train/g_loss": "G"}.get(key, key.removeprefix("train/"))
+            shown[name] = f"{value:.3g}" if isinstance(value, float) else value
         return shown
 
 

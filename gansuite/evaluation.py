@@ -570,7 +570,8 @@ class EvalCallback(L.Callback):
         if trainer.world_size > 1:
             save_best = trainer.strategy.broadcast(save_best, src=0)
         if save_best:
-            trainer.save_checkpoint(self.output_dir(trainer) / "best.ckpt")
+            # A full checkpoint (optimizers and callbacks too), said explicitly: Lightning notes the default each time.
+            trainer.save_checkpoint(self.output_dir(trainer) / "best.ckpt", weights_only=False)
             if result is not None:
                 result.write_json(self.output_dir(trainer) / "best.json")
         return result

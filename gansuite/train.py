@@ -49,6 +49,19 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*is deprecated")
 # The EMA generator is kept in eval mode on purpose.
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 
+
+
+class _QuietLightning(logging.Filter):
+    """Drops Lightning's lines that say nothing to a gansuite user: an advertisement, and "max_steps=N reached"
+    with N in optimizer steps (gansuite prints "step S of S" in its own steps instead)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (message.startswith("💡 Tip:") or message.startswith("`Trainer.fit` stopped: `max_steps="))
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QuietLightning())
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("gansuite")
 
@@ -392,6 +405,9 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
         if resume_id:
             kwargs.update(id=resume_id, resume="allow")
     logger = _build("logger", cfg.logger, **kwargs)
+    # Lightning always passes wandb.init an "anonymous" value, which wandb warns about on every run.
+    if isinstance(getattr(logger, "_wandb_init", None), dict) and logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
     metadata = run_metadata(cfg)
     # Flat keys at the top level, so the W&B run table filters by model/name, loss/name, data/_target_.
     logger.log_hyperparams({**metadata["config"], "git_commit": metadata["git_commit"],

@@ -39,7 +39,12 @@ def test_default_command_offline_wandb_and_resume_into_the_same_run(tmp_path):
     first = tmp_path / "first"
     result = gansuite_train(first, "trainer.max_steps=100", "trainer.checkpoint_every=50",
                             "callbacks.sample_grid.every_n_steps=50", cwd=tmp_path)
-    assert (result.stdout + result.stderr).count("logging offline") == 1
+    output = result.stdout + result.stderr
+    assert output.count("logging offline") == 1
+    # Lines every run used to print that say nothing to the user (issue 17).
+    for noise in ("anonymous setting", "💡 Tip", "`weights_only` was not set", "`Trainer.fit` stopped"):
+        assert noise not in output, noise
+    assert "step 100 of 100" in output
     assert sorted(p.name for p in (first / "samples").glob("*.png")) == ["step_000050.png", "step_000100.png"]
     assert (first / "checkpoints" / "step_000100.ckpt").is_file()
     # The default evaluation: the offline MNIST's domain classifier at the end of the run.
