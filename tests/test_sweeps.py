@@ -31,6 +31,8 @@ from gansuite.metrics.fidelity import count_tag
 from gansuite.sweeps import in_multirun, objective
 from gansuite.train import CONF_DIR
 
+from .conftest import make_cfg
+
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 WANDB_SWEEPS = sorted(SWEEPS.glob("wandb_*.yaml"))
 
@@ -318,3 +320,14 @@ def test_wandb_runs_are_grouped_and_tagged_by_their_preset():
         plain = compose("train", overrides=["logger=wandb"])
     assert preset.logger.group == "acgan" and list(preset.logger.tags) == ["acgan", "mnist_offline"]
     assert plain.logger.group is None and list(plain.logger.tags) == []
+
+
+@pytest.mark.parametrize(("model", "loss", "norm"), [("dcgan", "wgan_gp", "layer"), ("dcgan", "hinge", "batch"),
+                                                     ("cgan", "wgan_gp", "layer"), ("acgan", "nonsaturating", "batch")])
+def test_every_loss_of_the_losses_grid_gets_a_critic_it_can_use(tmp_path, model, loss, norm):
+    """WGAN-GP's penalty is per sample: under loss=wgan_gp the DCGAN-style critics use layer norm, not batch norm
+    (the losses_x_seeds grid used to run WGAN-GP with a batch-norm critic)."""
+    cfg = make_cfg(tmp_path, f"model={model}", f"loss={loss}", tiny=False)
+    assert cfg.model.discriminator.norm == norm
+    assert make_cfg(tmp_path, f"model={model}", f"loss={loss}", "model.discriminator.norm=batch",
+                    tiny=False).model.discriminator.norm == "batch"  # an explicit choice still wins
