@@ -106,6 +106,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("model.g_optimizer.lr", "model.d_optimizer.lr", "model.module.grad_clip"):
         _positive(cfg, key)
     for key in ("trainer.max_steps", "trainer.checkpoint_every", "trainer.log_every_n_steps", "data.batch_size",
+                "trainer.threads",
                 "loss.n_critic", "loss.regularizer.every", "model.latent_dim"):
         _positive(cfg, key, integer=True)
     decay = OmegaConf.select(cfg, "model.module.ema_decay")
@@ -418,6 +419,9 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run ``cfg`` describes; returns where its outputs went and how far it got."""
     validate(cfg)
+    if cfg.trainer.get("threads"):
+        # On a shared machine, the cores this job was given; torch's default takes every core it sees.
+        torch.set_num_threads(cfg.trainer.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, module = build(cfg)

@@ -44,6 +44,7 @@ ROWS = [
     Row("data.batch_size=0", 2, "data.batch_size must be a positive integer"),
     Row("data.batch_size=10000000", 2, "data.batch_size=10000000 is larger than"),
     Row("data.num_workers=-1", 2, "data.num_workers"),
+    Row("trainer.threads=0", 2, "trainer.threads must be a positive integer"),
     Row("loss.n_critic=0", 2, "loss.n_critic must be a positive integer"),
     Row("model.module.ema_decay=1.5", 2, "model.module.ema_decay must be in [0, 1)"),
     Row("model.module.ema_decay=abc", 2, "model.module.ema_decay must be in [0, 1)"),
