@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,13 @@ def _leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
         yield key, node
 
 
+def trusted_modules() -> tuple[str, ...]:
+    """Packages of the user's own families and data whose classes a checkpoint may name:
+    ``GANSUITE_TRUSTED_MODULES=mygan,lab.gans`` (their functions stay refused)."""
+    names = os.environ.get("GANSUITE_TRUSTED_MODULES", "")
+    return tuple(m.strip() for m in names.split(",") if m.strip())
+
+
 def is_allowed(target: Any, class_modules: tuple[str, ...] = CLASS_MODULES) -> bool:
     """A listed torch callable or gansuite function, or a class defined in the gansuite module that names it."""
     if not isinstance(target, str):
@@ -61,7 +69,10 @@ def is_allowed(target: Any, class_modules: tuple[str, ...] = CLASS_MODULES) -> b
     if target in ALLOWED:
         return True
     module_name, _, attribute = target.rpartition(".")
-    if not module_name.startswith("gansuite.") and module_name != "gansuite":
+    trusted = trusted_modules()
+    if any(module_name == m or module_name.startswith(f"{m}.") for m in trusted):
+        class_modules = trusted + tuple(f"{m}." for m in trusted)  # a user's own package: its classes only
+    elif not module_name.startswith("gansuite.") and module_name != "gansuite":
         return False
     try:
         module = importlib.import_module(module_name)  # only gansuite's own modules get imported here
@@ -95,4 +106,4 @@ def check_targets(config: dict[str, Any], source: Any, resumed: bool = False) ->
             if not is_allowed(target, class_modules):
                 raise ConfigError(f"{source}: its config names {key}={target!r}, which gansuite does not allow a "
                                   "checkpoint to call; use a checkpoint written by gansuite-train from gansuite's "
-                                  "own configs.")
+                                  "own configs (classes of your own package: README, GANSUITE_TRUSTED_MODULES).")
