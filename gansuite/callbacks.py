@@ -260,7 +260,7 @@ class Scatter2D(_PeriodicSamples):
                       f"reverse KL {stats.reverse_kl:.2f}")
             for logger in trainer.loggers:
                 logger.log_metrics(stats.as_log(), step=step)
-            history(step, stats.as_log())
+            history(step, stats.as_log(), trainer.default_root_dir)
         ax.set_aspect("equal")
         ax.set_title(title)
         fig.savefig(path, format="png")
@@ -469,7 +469,7 @@ class TranslationMetrics(_EveryNSteps):
         self.last = record
         for logger in trainer.loggers:
             logger.log_metrics({f"val/{k}": v for k, v in record["values"].items()}, step=step)
-        history(step, {f"val/{k}": v for k, v in record["values"].items()})
+        history(step, {f"val/{k}": v for k, v in record["values"].items()}, trainer.default_root_dir)
         _write_json(Path(trainer.default_root_dir) / "eval" / f"translation_step_{step:06d}.json", record)
 
 

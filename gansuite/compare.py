@@ -6,10 +6,9 @@
 
 No W&B account or network is needed: a run's values are read from the files it wrote, merged by step:
 
-- ``checkpoints/eval_step_*.json``: every evaluation, whatever the logger (``val/<key>``, ``best/<key>``);
-- ``csv/version_*/metrics.csv`` (``logger=csv``): everything that was logged;
-- ``wandb/*run-*/run-*.wandb`` (``logger=wandb``, offline or online: W&B keeps the run's log on disk):
-  every logged number, read from W&B's own record format.
+- ``history.csv``: every logged loss and evaluation, whatever the logger (``step,key,value`` rows);
+- ``checkpoints/eval_step_*.json``: every evaluation (``val/<key>``, ``best/<key>``);
+- ``csv/version_*/metrics.csv`` (``logger=csv``): everything that was logged.
 
 The table has one row per run, best first: the run (its folder), the overrides that differ between the
 runs (from ``.hydra/overrides.yaml``; the ones they share are printed above), the best value of the
@@ -28,19 +27,18 @@ import json
 import math
 import os
 import re
-import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gansuite.aggregate import summarize
 from gansuite.errors import ConfigError
+from gansuite.logging import HISTORY_CSV
 from gansuite.outputs import SOFTWARE, check_output, write_text
 
-__all__ = ["CompareError", "Run", "compare_rows", "find_runs", "format_table", "main", "plot", "read_run",
-           "read_wandb_history"]
+__all__ = ["CompareError", "Run", "compare_rows", "find_runs", "format_table", "main", "plot", "read_run"]
 
 # Higher is better for these short names (the metric key without its prefix, sample count and "_clf");
 # everything else (FID, KID, KLs, losses, L1 errors) is better lower. The evaluation's own list,
@@ -49,7 +47,6 @@ HIGHER_IS_BETTER = {"is", "precision", "recall", "cond_acc", "classes_covered", 
                     "modes", "high_quality",  # 2D mixtures (metrics.modes)
                     "psnr", "ssim", "class_kept_a2b"}  # image-to-image (callbacks.TranslationMetrics)
 _COUNT = re.compile(r"_\d+k?$")
-WANDB_STEP = "trainer/global_step"  # Lightning's WandbLogger: the step passed to log_metrics (gansuite's)
 
 
 class CompareError(Exception):
@@ -80,7 +77,7 @@ def higher_is_better(metric: str) -> bool:
 # ----------------------------------------------------------------------------- reading runs
 def _is_run(path: Path) -> bool:
     return ((path / ".hydra" / "config.yaml").is_file() or any(path.glob("csv/version_*/metrics.csv"))
-            or any(path.glob("checkpoints/eval_step_*.json")) or any(path.glob("wandb/*run-*/run-*.wandb")))
+            or any(path.glob("checkpoints/eval_step_*.json")) or (path / HISTORY_CSV).is_file())
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:
@@ -95,7 +92,7 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
             found.add(path.resolve())
         # Where each kind of file sits inside a run directory, as (pattern, levels up to the run).
         for pattern, up in ((".hydra/config.yaml", 2), ("csv/version_*/metrics.csv", 3),
-                            ("checkpoints/eval_step_*.json", 2), ("wandb/*run-*/run-*.wandb", 3)):
+                            ("checkpoints/eval_step_*.json", 2), (HISTORY_CSV, 1)):
             for hit in path.rglob(pattern):
                 found.add(hit.parents[up - 1].resolve())
     return sorted(found)
@@ -104,12 +101,8 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
 def read_run(path: Path) -> Run:
     """Everything a run directory holds, merged by step (the evaluation's JSON files win ties)."""
     run = Run(path=path, overrides=_overrides(path))
-    for wandb_file in sorted(path.glob("wandb/*run-*/run-*.wandb")):
-        for row in read_wandb_history(wandb_file):
-            if isinstance(row.get(WANDB_STEP), (int, float)):
-                for key, value in row.items():
-                    if not key.startswith("_") and key != WANDB_STEP:
-                        run.add(key, row[WANDB_STEP], value)
+    if (path / HISTORY_CSV).is_file():
+        _read_history(path / HISTORY_CSV, run)
     for metrics_csv in sorted(path.glob("csv/version_*/metrics.csv")):
         _read_csv(metrics_csv, run)
     for result in sorted(path.glob("checkpoints/eval_step_*.json")):
@@ -160,59 +153,17 @@ def _read_eval_json(path: Path, run: Run) -> None:
         run.add(f"best/{key}_step", step, best.get("step"))
 
 
-# W&B's run file (``run-<id>.wandb``): a 7-byte header, then LevelDB's log format: 32 KiB blocks of
-# records, each a 7-byte header (CRC-32, length, type: full / first / middle / last piece) and its bytes;
-# every record is a protobuf ``wandb.proto.wandb_internal_pb2.Record``.
-_WANDB_MAGIC = b":W&B"
-_BLOCK = 32 * 1024
-_HEADER = 7
-
-
-def _wandb_records(data: bytes) -> Iterator[bytes]:
-    pos, pieces = _HEADER, b""
-    while pos + _HEADER <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _HEADER:  # the rest of a block too small for a header is padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        body = data[pos + _HEADER:pos + _HEADER + length]
-        pos += _HEADER + length
-        if len(body) < length or kind not in (0, 1, 2, 3, 4):
-            return  # a run that is still writing, or was killed mid-record
-        if kind == 1:
-            yield body
-        elif kind == 2:
-            pieces = body
-        elif kind == 3:
-            pieces += body
-        elif kind == 4:
-            yield pieces + body
-            pieces = b""
-
-
-def read_wandb_history(path: Path) -> list[dict[str, Any]]:
-    """The rows a W&B run logged (``wandb.log``), from its local ``run-<id>.wandb`` file; [] if unreadable."""
+def _read_history(path: Path, run: Run) -> None:
+    """``history.csv`` (gansuite.logging.record): rows of step, key, value."""
     try:
-        data = path.read_bytes()
-        from wandb.proto import wandb_internal_pb2 as pb
-    except (OSError, ImportError):
-        return []
-    if not data.startswith(_WANDB_MAGIC):
-        print(f"gansuite-compare: warning: {path} is not a W&B run file; skipped", file=sys.stderr)
-        return []
-    rows = []
-    try:
-        for body in _wandb_records(data):
-            record = pb.Record()
-            record.ParseFromString(body)
-            if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in record.history.item})
-    except Exception as err:  # noqa: BLE001 - W&B's format may change; the other files still count
-        print(f"gansuite-compare: warning: could not read {path} ({type(err).__name__}); its metrics are "
-              "left out", file=sys.stderr)
-    return rows
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    run.add(row["key"], int(row["step"]), float(row["value"]))
+                except (KeyError, TypeError, ValueError):
+                    continue  # a row cut short by a killed run
+    except (OSError, csv.Error) as err:
+        raise CompareError(f"{path} is not a readable history ({err})") from None
 
 
 # ----------------------------------------------------------------------------- the table
@@ -407,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = find_runs(args.paths)
         if not paths:
             raise CompareError(f"no runs under {', '.join(map(str, args.paths))}: no .hydra/config.yaml, "
-                               "csv/version_*/metrics.csv, checkpoints/eval_step_*.json or wandb run file; pass "
+                               "history.csv, csv/version_*/metrics.csv or checkpoints/eval_step_*.json; pass "
                                "run directories or a multirun directory")
         runs = [read_run(p) for p in paths]
         metric = pick_metric(runs, args.metric)

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gansuite.errors import ConfigError
 
-__all__ = ["flatten_config", "git_commit", "record", "run_metadata", "save_code_state", "sweep_group", "wandb_mode"]
+__all__ = ["HISTORY_CSV", "flatten_config", "git_commit", "record", "run_metadata", "save_code_state", "sweep_group", "wandb_mode"]
 
 # A run's history in its train.log: the logged losses, every evaluation, the end and any error. Hydra's logging
 # config (conf/hydra/job_logging/gansuite.yaml) sends this logger to the file alone; the console has the
@@ -30,10 +30,24 @@ __all__ = ["flatten_config", "git_commit", "record", "run_metadata", "save_code_
 HISTORY = logging.getLogger("gansuite.history")
 
 
-def record(step: int, values: Mapping[str, float]) -> None:
-    """One line of history: ``step 500: train/d_loss=1.2034 train/g_loss=0.8123``."""
-    if values:
-        HISTORY.info("step %d: %s", step, " ".join(f"{k}={_short(v)}" for k, v in values.items()))
+HISTORY_CSV = "history.csv"
+
+
+def record(step: int, values: Mapping[str, float], folder: str | os.PathLike | None = None) -> None:
+    """One line of history in train.log (``step 500: train/d_loss=1.2034 train/g_loss=0.8123``) and, given the run's
+    folder, its numbers as rows ``step,key,value`` of ``history.csv`` there, whatever the logger: what
+    ``gansuite-compare`` reads (W&B's own run file has no reader outside W&B's service)."""
+    if not values:
+        return
+    HISTORY.info("step %d: %s", step, " ".join(f"{k}={_short(v)}" for k, v in values.items()))
+    if folder is None:
+        return
+    path = Path(folder) / HISTORY_CSV
+    rows = [f"{step},{key},{float(value)!r}\n" for key, value in values.items()
+            if isinstance(value, (int, float)) and "," not in key]
+    new = not path.exists()
+    with open(path, "a") as f:
+        f.write(("step,key,value\n" if new else "") + "".join(rows))
 
 
 def _short(value: Any) -> str:

@@ -351,7 +351,7 @@ class AdversarialModule(L.LightningModule):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})
         connector = getattr(trainer, "_logger_connector", None)
         if trainer.is_global_zero:
-            record(step, logged)  # train.log's history
+            record(step, logged, trainer.default_root_dir)  # train.log and history.csv
         if trainer.loggers and connector is not None and trainer.is_global_zero:
             # "step" as the x-axis of every logger (W&B shows it as trainer/global_step): gansuite steps, the unit
             # of max_steps, checkpoint names and sample grids.
