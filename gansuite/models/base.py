@@ -46,7 +46,14 @@ Regularizer = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """Move ``ema``'s parameters towards ``model``'s; copy buffers (batch-norm statistics) as they are."""
+    """Move ``ema``'s parameters towards ``model``'s; copy buffers (batch-norm statistics) as they are.
+
+    Not ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``: it either leaves buffers at
+    their initial values (``use_buffers=False``) or averages them (``True``), where the GAN papers' EMA
+    copies them; its decay is fixed, not ramped by the step; and its wrapper renames every EMA weight in
+    the checkpoints (``generator_ema.module.*``), so no existing checkpoint would load. The update itself
+    is the same single fused lerp it does.
+    """
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
