@@ -410,7 +410,8 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
     if isinstance(getattr(logger, "_wandb_init", None), dict) and logger._wandb_init.get("anonymous") is None:
         logger._wandb_init.pop("anonymous", None)
     metadata = run_metadata(cfg)
-    # Flat keys at the top level, so the W&B run table filters by model/name, loss/name, data/_target_.
+    # Flat keys (model/name, loss/name, data/_target_), not W&B's own nesting: a W&B sweep's parameters (loss, seed)
+    # live in the same run config, and a nested "loss" node would overwrite the sweep's "loss" value.
     logger.log_hyperparams({**metadata["config"], "git_commit": metadata["git_commit"],
                             "gansuite_version": metadata["gansuite_version"]})
     return logger
