@@ -317,6 +317,13 @@ def make_evaluator(cfg: DictConfig, datamodule: L.LightningDataModule, device: s
         return _make(datamodule, **{k: options[k] for k in EVAL_OPTIONS}, device=device, log=log.info)
 
 
+def _granted_cores() -> int | None:
+    """The cores this process may run on, unless OMP_NUM_THREADS already chose (None: leave torch's default)."""
+    if os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "sched_getaffinity"):
+        return None
+    return len(os.sched_getaffinity(0)) or None
+
+
 def _strategy_and_precision(cfg: DictConfig) -> tuple[Any, list[Any]]:
     """trainer.strategy (a name or a node with _target_) and the precision plugin 16-mixed needs."""
     node = cfg.trainer.get("strategy", "auto")
@@ -420,9 +427,11 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run ``cfg`` describes; returns where its outputs went and how far it got."""
     validate(cfg)
-    if cfg.trainer.get("threads"):
-        # On a shared machine, the cores this job was given; torch's default takes every core it sees.
-        torch.set_num_threads(cfg.trainer.threads)
+    threads = cfg.trainer.get("threads") or _granted_cores()
+    if threads and (cfg.trainer.get("threads") or threads < torch.get_num_threads()):
+        # On a shared machine, the cores this job was given (taskset, a SLURM or container CPU set); torch's
+        # default can count every core of the machine and collide with the other jobs.
+        torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, module = build(cfg)

@@ -288,14 +288,18 @@ def test_resume_from_a_directory_takes_a_step_file_newer_than_last_ckpt(tmp_path
 
 
 def test_trainer_threads_sets_the_cpu_threads_of_the_run(tmp_path):
-    """On a shared machine a run uses the cores it was given: trainer.threads sets torch's thread count."""
+    """On a shared machine a run uses the cores it was given: trainer.threads sets torch's thread count, and
+    by default a run uses no more threads than the cores its CPU set grants."""
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.threads=1"))
         assert torch.get_num_threads() == 1
         torch.set_num_threads(2)
-        train(make_cfg(tmp_path / "default", "trainer.max_steps=1"))  # null: torch's own default is left alone
-        assert torch.get_num_threads() == 2
+        with pytest.MonkeyPatch.context() as patch:  # a job granted one core (taskset -c 0, a SLURM CPU set)
+            patch.delenv("OMP_NUM_THREADS", raising=False)
+            patch.setattr(os, "sched_getaffinity", lambda pid: {0})
+            train(make_cfg(tmp_path / "default", "trainer.max_steps=1"))
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
