@@ -40,6 +40,7 @@ from gansuite.keys import check_added_keys, expand_home, hydra_sentence
 from gansuite.logging import HISTORY, save_code_state
 from gansuite.precision import PerOptimizerMixedPrecision
 from gansuite.resuming import resume_config
+from gansuite.rundir import auto_resume
 
 # Lightning warnings that do not apply to gansuite's manual schedule: checkpoints are taken after
 # a whole step by design, and a resumed run writes into its own new run directory.
@@ -434,6 +435,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
+    cfg.resume = auto_resume(output_dir, cfg.get("resume"))  # a requeued SLURM job continues from its own checkpoints
     datamodule, module = build(cfg)
 
     config = OmegaConf.to_container(cfg, resolve=True)
