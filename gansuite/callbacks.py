@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from gansuite.data import denormalize
 from gansuite.errors import ConfigError
 from gansuite.logging import record as history
+from gansuite.logging import run_folder
 from gansuite.metrics.modes import ModeStats, mode_metrics
 
 __all__ = ["GANProgressBar", "SampleGrid", "Scatter2D"]
@@ -260,7 +261,7 @@ class Scatter2D(_PeriodicSamples):
                       f"reverse KL {stats.reverse_kl:.2f}")
             for logger in trainer.loggers:
                 logger.log_metrics(stats.as_log(), step=step)
-            history(step, stats.as_log(), trainer.default_root_dir)
+            history(step, stats.as_log(), run_folder(trainer.lightning_module))
         ax.set_aspect("equal")
         ax.set_title(title)
         fig.savefig(path, format="png")
@@ -469,7 +470,7 @@ class TranslationMetrics(_EveryNSteps):
         self.last = record
         for logger in trainer.loggers:
             logger.log_metrics({f"val/{k}": v for k, v in record["values"].items()}, step=step)
-        history(step, {f"val/{k}": v for k, v in record["values"].items()}, trainer.default_root_dir)
+        history(step, {f"val/{k}": v for k, v in record["values"].items()}, run_folder(pl_module))
         _write_json(Path(trainer.default_root_dir) / "eval" / f"translation_step_{step:06d}.json", record)
 
 

@@ -156,13 +156,14 @@ class GANDataModule(L.LightningDataModule):
         if self._train is None:
             self.check()
             self._load()
-            if self.batch_size > len(self._train):
-                # The endless sampler would repeat samples to fill the batch, and a huge batch exhausts memory.
-                raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {len(self._train)} training "
-                                  f"samples of data={self.name}; set data.batch_size to at most {len(self._train)}.")
 
     def _load(self) -> None:
         raise NotImplementedError
+
+    def train_size(self) -> int:
+        """How many training samples there are (loads, or lists, the data)."""
+        self.setup("fit")
+        return len(self._train)
 
     def train_dataloader(self) -> DataLoader:
         """An endless loader of full batches whose order depends only on ``seed`` (and any skip).

@@ -24,7 +24,7 @@ from torch import Tensor
 
 import gansuite
 from gansuite.errors import ConfigError, NonFiniteLossError
-from gansuite.logging import record
+from gansuite.logging import record, run_folder
 from gansuite.metrics import fidelity
 from gansuite.metrics.fidelity import count_tag
 
@@ -593,7 +593,7 @@ class EvalCallback(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=step)
         if trainer.is_global_zero:
-            record(step, {k: v for k, v in logged.items() if k.startswith("val/")}, trainer.default_root_dir)
+            record(step, {k: v for k, v in logged.items() if k.startswith("val/")}, run_folder(trainer.lightning_module))
         out = self.output_dir(trainer)
         result.extra = {"best": self.best}
         result.write_json(out / f"eval_step_{step:06d}.json")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gansuite.errors import ConfigError
 
-__all__ = ["HISTORY_CSV", "flatten_config", "git_commit", "record", "run_metadata", "save_code_state", "sweep_group", "wandb_mode"]
+__all__ = ["HISTORY_CSV", "flatten_config", "git_commit", "record", "run_folder", "run_metadata", "save_code_state", "sweep_group", "wandb_mode"]
 
 # A run's history in its train.log: the logged losses, every evaluation, the end and any error. Hydra's logging
 # config (conf/hydra/job_logging/gansuite.yaml) sends this logger to the file alone; the console has the
@@ -31,6 +31,12 @@ HISTORY = logging.getLogger("gansuite.history")
 
 
 HISTORY_CSV = "history.csv"
+
+
+def run_folder(module: Any) -> Path | None:
+    """Where a module's history.csv goes: its run's folder, which ``gansuite-train`` sets (``history_dir``), or
+    None for a module trained by some other Trainer (a notebook, a test), which then writes train.log lines only."""
+    return getattr(module, "history_dir", None)
 
 
 def record(step: int, values: Mapping[str, float], folder: str | os.PathLike | None = None) -> None:

@@ -158,8 +158,6 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     datamodule = _build("data", cfg.data)
     if hasattr(datamodule, "check"):
         datamodule.check()
-    if hasattr(datamodule, "_load"):
-        datamodule.setup("fit")  # loads (or lists) the training data now, so a batch larger than it fails here
     if cfg.model.get("conditional") and datamodule.num_classes is None:
         raise ConfigError(
             f"model={cfg.model.name} is class-conditional but the data has no labels; "
@@ -175,6 +173,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
         raise ConfigError(f"model={cfg.model.name} needs {want} image pairs but data={datamodule.name} "
                           f"{'holds ' + have + ' pairs' if have else 'is not image pairs'}; "
                           f"pick {want} data ({_PAIR_DATA[want]}).")
+    size = datamodule.train_size() if hasattr(datamodule, "train_size") else None
+    if size is not None and datamodule.batch_size > size:
+        # The endless sampler would repeat samples to fill the batch, and a huge one exhausts the memory.
+        raise ConfigError(f"data.batch_size={datamodule.batch_size} is larger than the {size} training samples of "
+                          f"data={datamodule.name}; set data.batch_size to at most {size}.")
     # A conditional family's networks and module size their label embeddings and heads from the data.
     classes = {"num_classes": datamodule.num_classes} if cfg.model.get("conditional") else {}
     if have:
@@ -476,6 +479,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ),
         RunInfo(config),
     ]
+    module.history_dir = output_dir  # history.csv beside train.log
     logger = _make_logger(cfg, resume_id)
     strategy, plugins = _strategy_and_precision(cfg)
     _speed_options(cfg, module)

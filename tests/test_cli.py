@@ -116,6 +116,9 @@ def test_train_log_tells_the_story_of_a_run_and_of_its_failure(tmp_path):
     assert "train/d_loss=" in steps[0] and "train/g_loss=" in steps[1]
     assert "val/fid_clf_64=" in steps[2]
     assert "step 4 of 4" in log.splitlines()[-1]
+    history = (run / "history.csv").read_text().splitlines()
+    assert history[0] == "step,key,value" and "1,train/d_loss," in history[1]
+    assert any(line.startswith("4,val/fid_clf_64,") for line in history)
 
     failed = tmp_path / "failed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

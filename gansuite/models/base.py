@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from gansuite.errors import ConfigError, NonFiniteLossError
-from gansuite.logging import record
+from gansuite.logging import record, run_folder
 from gansuite.losses import Objective
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -358,7 +358,7 @@ class AdversarialModule(L.LightningModule):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})
         connector = getattr(trainer, "_logger_connector", None)
         if trainer.is_global_zero:
-            record(step, logged, trainer.default_root_dir)  # train.log and history.csv
+            record(step, logged, run_folder(self))  # train.log and history.csv
         if trainer.loggers and connector is not None and trainer.is_global_zero:
             # "step" as the x-axis of every logger (W&B shows it as trainer/global_step): gansuite steps, the unit
             # of max_steps, checkpoint names and sample grids.
