@@ -139,13 +139,19 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 class RunInfo(Callback):
-    """Stores the composed config and the W&B run id in every checkpoint, so a resume continues the same run."""
+    """Stores the composed config (and what it was composed from) and the W&B run id in every checkpoint, so a
+    resume continues the same run."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], composed_from: dict[str, Any] | None = None) -> None:
         self.config = config
+        self.composed_from = composed_from
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["gansuite_config"] = self.config
+        if self.composed_from is not None:
+            # The primary config and command-line overrides it came from: resume= composes the run again from
+            # them, so values that follow others (a schedule's length from trainer.max_steps) follow them still.
+            checkpoint["gansuite_composed_from"] = self.composed_from
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 checkpoint["wandb_run_id"] = logger.version

@@ -81,7 +81,7 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
     path = resolve_resume(path, key="checkpoint")
     checkpoint = read_checkpoint(path, key="checkpoint")
     cfg = _checkpoint_config(checkpoint, list(overrides), path)
-    datamodule, module = build(cfg)
+    datamodule, module = build(cfg, training=False)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError:

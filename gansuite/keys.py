@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -133,7 +134,11 @@ def hydra_sentence(err: BaseException) -> str | None:
         if isinstance(parent, DictConfig) and key and "not in struct" in str(cause):
             prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
             siblings = [f"{prefix}{k}" for k in parent.keys()]
-            return f"{key} is not a key of the config; {_did_you_mean(key, siblings)}."
+            hint = ""
+            if any(arg.startswith("resume=") for arg in sys.argv[1:]) and "." in key:
+                hint = (f" (with resume=, a key of the run's own {key.split('.')[0]} option that the default one "
+                        f"lacks is given as +{key}=...)")
+            return f"{key} is not a key of the config{hint}; {_did_you_mean(key, siblings)}."
     if isinstance(err, ConfigCompositionException):
         already = re.search(r"An item is already at '([^']+)'", str(err))
         if already:

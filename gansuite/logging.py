@@ -221,6 +221,8 @@ def git_commit(path: str | os.PathLike = ".") -> str | None:
 
 # The saved diff stays small: a file larger than this is listed by name, not included.
 _DIFF_FILE_LIMIT = 1 << 20
+_DIFF_TOTAL_LIMIT = 8 << 20  # and all new files together
+_DIFF_FILES = 50  # new files included at most (one git call each): a run inside a larger repository stays quick
 
 
 def save_code_state(folder: Path, path: str | os.PathLike | None = None) -> str | None:
@@ -248,12 +250,15 @@ def save_code_state(folder: Path, path: str | os.PathLike | None = None) -> str 
 
         top = Path(run("rev-parse", "--show-toplevel").strip() or repo)
         parts = [run("diff", "HEAD", "--binary")]
-        for name in run("ls-files", "--others", "--exclude-standard", "--full-name", ":/").splitlines():
+        budget = _DIFF_TOTAL_LIMIT
+        for i, name in enumerate(run("ls-files", "--others", "--exclude-standard", "--full-name", ":/").splitlines()):
             file = top / name
-            if file.is_file() and file.stat().st_size <= _DIFF_FILE_LIMIT:
+            size = file.stat().st_size if file.is_file() else None
+            if i < _DIFF_FILES and size is not None and size <= min(_DIFF_FILE_LIMIT, budget):
+                budget -= size
                 parts.append(run("diff", "--no-index", "--binary", "--", "/dev/null", name, where=top))
             else:
-                parts.append(f"# not included (over {_DIFF_FILE_LIMIT} bytes): {name}\n")
+                parts.append(f"# new file not included (over the size or count limit): {name}\n")
         (folder / "git_diff.patch").write_text("".join(parts))
     return commit
 

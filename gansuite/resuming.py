@@ -20,14 +20,15 @@ from gansuite.errors import ConfigError
 CHANGEABLE = (
     "trainer.max_steps", "trainer.log_every_n_steps", "trainer.checkpoint_every", "trainer.accelerator",
     "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.compile", "trainer.channels_last",
-    "eval.every_n_steps", "eval.batch_size", "eval.cache_dir", "eval.download", "eval.inception_weights",
-    "data.root", "data.download", "data.num_workers",
+    "trainer.threads", "eval", "data.root", "data.download", "data.num_workers",
     # What the NaN guard advises for a run that diverged: resume from its last good checkpoint with clipping.
     "model.module.grad_clip", "model.module.loss_limit",
     "logger", "callbacks", "paths", "hydra", "resume", "name", "group", "tags", "model.init_generator",
 )
 # Never taken from the checkpoint: they describe this process (its folders), not the run.
-OWN = ("paths", "hydra", "resume", "logger")
+OWN = ("paths", "hydra", "resume")
+_CHANGEABLE_TEXT = ("trainer.max_steps, logging, evaluation, checkpoint cadence, devices, threads, data location or "
+                    "model.module.grad_clip")
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -65,25 +66,75 @@ def _show(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def resumed_config(cfg: DictConfig, overrides: list[str], stored: dict[str, Any], source: Path) -> DictConfig:
-    """The config to resume with: ``stored`` (the checkpoint's), with the changeable overrides of ``cfg``."""
+def _differing(now: dict[str, Any], then: dict[str, Any], touched: list[str]) -> list[str]:
+    """Keys the command line set (or deleted) to something other than the run's value, that may not change."""
+    keys = (now.keys() | then.keys())
+    return sorted(key for key in keys
+                  if not _under(key, CHANGEABLE) and any(p == "" or _under(key, (p,)) for p in touched)
+                  and (key in now or key in then) and now.get(key, _MISSING) != then.get(key, _MISSING))
+
+
+def resumed_config(cfg: DictConfig, overrides: list[str], stored: dict[str, Any], source: Path,
+                   composed_from: dict[str, Any] | None = None, compose: Any = None) -> DictConfig:
+    """The config to resume with (unresolved): the stored run, with the changeable overrides of ``cfg`` applied.
+
+    With ``composed_from`` (the primary config and overrides the run was composed from, in checkpoints
+    written since gansuite stores them) and ``compose`` (Hydra's compose in this app), the run is composed
+    again from them plus this command line: values that follow others (a learning-rate schedule's length
+    from ``trainer.max_steps``, the logger's name) follow them still, and keys gansuite added since get their
+    defaults. Wherever this version composes the run differently than the checkpoint says, the
+    checkpoint's value wins. Otherwise the stored config is taken as it is.
+    """
     composed = OmegaConf.to_container(cfg, resolve=True)
     now, then = _flat(composed), _flat(stored)
     touched = _touched(overrides)
-    differing = sorted(
-        key for key in now.keys() | then.keys()
-        if not _under(key, CHANGEABLE) and any(p == "" or _under(key, (p,)) for p in touched)
-        and key in now and now.get(key) != then.get(key)
-    )
+    differing = _differing(now, then, touched)
     if differing:
-        shown = ", ".join(f"{k}={_show(now[k])} (run: {_show(then[k]) if k in then else 'not set'})"
-                          for k in differing[:6])
+        shown = ", ".join(f"{k}={_show(now[k]) if k in now else 'deleted'} "
+                          f"(run: {_show(then[k]) if k in then else 'not set'})" for k in differing[:6])
         more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""
         raise ConfigError(
             f"resume: {source} was trained with other values of {len(differing)} key(s): {shown}{more}; "
-            "resume with only trainer.max_steps, logging, evaluation cadence, devices or data location "
-            "overrides, or start a new run without resume=."
+            f"resume with only {_CHANGEABLE_TEXT} overrides, or start a new run without resume=."
         )
+    result = _recomposed(composed_from, overrides, then, touched, compose) if composed_from and compose else None
+    return result if result is not None else _overlaid(composed, stored, touched)
+
+
+def _recomposed(composed_from: dict[str, Any], overrides: list[str], then: dict[str, Any], touched: list[str],
+                compose: Any) -> DictConfig | None:
+    """The run composed again from its own overrides plus this command line's; None if that cannot be done."""
+    run_overrides = composed_from.get("overrides")
+    name = composed_from.get("config_name")
+    if not isinstance(run_overrides, list) or not all(isinstance(o, str) for o in run_overrides) or not name:
+        return None
+    try:
+        base = OmegaConf.to_container(compose(name, run_overrides), resolve=True)
+        # A key of the run's own group that the default group lacks came as +key=... (data.root of an image
+        # folder run, when the default data has no root): in the run's composition it is a plain override.
+        mine = [o[1:] if o.startswith("+") and not o.startswith("++") else o for o in overrides
+                if not o.startswith("resume=")]
+        result = compose(name, run_overrides + mine)
+    except Exception:  # noqa: BLE001 - another primary config, a search path not given again: take the stored one
+        return None
+    composed_now = _flat(base)
+    old_dir = then.get("paths.output_dir")
+    for key, value in then.items():
+        if _under(key, OWN) or (_under(key, CHANGEABLE) and any(p == "" or _under(key, (p,)) for p in touched)):
+            continue
+        if isinstance(old_dir, str) and isinstance(value, str) and value.startswith(old_dir):
+            continue  # inside the stored run's folder (a logger's save_dir): this run writes into its own
+        if key in composed_now:
+            if composed_now[key] == value:
+                continue  # as the run had it (a value following a changed one follows it still)
+        elif not any(k.startswith(f"{key}.") for k in composed_now):
+            continue  # a key this version no longer has
+        OmegaConf.update(result, key, value, merge=False, force_add=True)  # this version composes it otherwise
+    return result
+
+
+def _overlaid(composed: dict[str, Any], stored: dict[str, Any], touched: list[str]) -> DictConfig:
+    """The stored (resolved) config, with this command line's changeable overrides and this process's folders."""
     # Whole top-level nodes from the run (a node merged over this version's defaults would keep keys of another
     # model); a top-level key the checkpoint lacks (added to gansuite since) keeps this version's default.
     result = OmegaConf.create({k: v for k, v in composed.items() if k not in stored or k in OWN})
@@ -102,7 +153,8 @@ def resumed_config(cfg: DictConfig, overrides: list[str], stored: dict[str, Any]
             value = OmegaConf.select(fresh, target, default=_MISSING)
             if value is not _MISSING:
                 OmegaConf.update(result, target, value, merge=False, force_add=True)
-    OmegaConf.set_struct(result, True)
+            elif path == target:
+                OmegaConf.update(result, target, None, merge=False, force_add=True)  # ~key: deleted
     return result
 
 
@@ -125,16 +177,38 @@ def stored_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """``cfg`` for a run started with ``resume=``: the stored run's config with the allowed overrides applied.
+def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, Any] | None]:
+    """``cfg`` for a run started with ``resume=``, and what to record it was composed from.
 
-    The stored config may come from someone else's checkpoint: every callable it names is checked against
-    gansuite's allow-list before anything is built from it.
+    The stored config may come from someone else's checkpoint: the config the resumed run is built from,
+    resolved, must name only callables on gansuite's allow-list (``gansuite.security``).
     """
+    import torch
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
     from gansuite.checkpointing import resolve_resume
     from gansuite.security import check_targets
 
     path = resolve_resume(cfg.resume)
     stored = stored_config(path)
     check_targets(stored, path, resumed=True)
-    return resumed_config(cfg, overrides, stored, path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    composed_from = checkpoint.get("gansuite_composed_from")
+    config_name = HydraConfig.get().job.config_name
+    if not isinstance(composed_from, dict) or composed_from.get("config_name") != config_name:
+        composed_from = None
+    result = resumed_config(cfg, overrides, stored, path, composed_from,
+                            lambda name, o: compose(config_name=name, overrides=o))
+    try:
+        resolved = OmegaConf.to_container(result, resolve=True)
+    except Exception as err:  # noqa: BLE001 - an interpolation that cannot be resolved any more
+        raise ConfigError(f"resume: the config of {path} cannot be resolved ({str(err).splitlines()[0]}); "
+                          "start a new run without resume=.") from None
+    check_targets({k: v for k, v in resolved.items() if k not in OWN}, path, resumed=True)
+    final = OmegaConf.create(resolved)
+    OmegaConf.set_struct(final, True)
+    run = list(composed_from["overrides"]) if composed_from else None
+    again = {"config_name": config_name,
+             "overrides": run + [o for o in overrides if not o.startswith("resume=")]} if run is not None else None
+    return final, again

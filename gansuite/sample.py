@@ -368,7 +368,7 @@ def load_module(source: str | Path, device: str = "cpu") -> tuple[Any, Any, Path
 
     check_targets(stored, path)  # before anything the config names is called
     cfg = OmegaConf.create(stored)
-    _, module = build(cfg)
+    _, module = build(cfg, training=False)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError:

@@ -30,6 +30,7 @@ ALLOWED = frozenset({
     "torch.optim.lr_scheduler.LinearLR", "torch.optim.lr_scheduler.MultiStepLR", "torch.optim.lr_scheduler.StepLR",
     "torch.optim.lr_scheduler.ExponentialLR", "torch.optim.lr_scheduler.CosineAnnealingLR",
     "torch.nn.L1Loss", "torch.nn.MSELoss",
+    "lightning.pytorch.loggers.WandbLogger", "lightning.pytorch.loggers.CSVLogger",  # a resumed run's logger
 })
 # Functions are allowed only where configs name them: loss functions, regularizers and these factories. A
 # class defined in a gansuite module may be named anywhere (its constructor builds a network, data or a loss).
@@ -38,8 +39,9 @@ FUNCTIONS = frozenset({"gansuite.models.cyclegan.linear_decay_over", "gansuite.m
                        "gansuite.models.srgan.content_loss"})
 BUILT_GROUPS = ("data", "model", "loss")
 CLASS_MODULES = ("gansuite.data", "gansuite.pairs", "gansuite.models.", "gansuite.losses", "gansuite.regularizers")
-RESUMED_GROUPS = ("callbacks", "trainer")
+RESUMED_GROUPS = ("callbacks", "trainer", "logger")
 RESUMED_CLASS_MODULES = ("gansuite.callbacks", "gansuite.distributed")
+COMPILE_OPTIONS = frozenset({"mode", "dynamic", "fullgraph"})
 
 
 def _leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
@@ -93,6 +95,13 @@ def check_targets(config: dict[str, Any], source: Any, resumed: bool = False) ->
     A resumed run also builds its callbacks and its trainer's strategy from the stored config: ``resumed``
     checks those groups too, with gansuite's callback and strategy classes allowed there.
     """
+    if resumed:
+        # torch.compile options reach inductor's settings, one of which names the C++ compiler it runs.
+        options = (config.get("trainer") or {}).get("compile") if isinstance(config.get("trainer"), dict) else None
+        if isinstance(options, dict) and not set(options) <= COMPILE_OPTIONS:
+            raise ConfigError(f"{source}: its config sets trainer.compile options {sorted(set(options) - COMPILE_OPTIONS)}, "
+                              f"which a resumed run takes only from the command line; resume with "
+                              f"trainer.compile=true, or options among {sorted(COMPILE_OPTIONS)}.")
     groups = BUILT_GROUPS + (RESUMED_GROUPS if resumed else ())
     class_modules = CLASS_MODULES + (RESUMED_CLASS_MODULES if resumed else ())
     leaves = list(_leaves(config))

@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from gansuite.checkpointing import (
     AtomicCheckpointIO,
@@ -152,8 +153,12 @@ _PAIR_DATA = {"paired": "data=sr_mnist, sr_photos, sr_folder, edges2digits or pa
               "unpaired": "data=digit_styles or unpaired_folders"}
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
-    """The data module and the GAN module a config describes, checked against each other."""
+def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The data module and the GAN module a config describes, checked against each other.
+
+    ``training``: also check the batch against the training data, which loads (or lists) it; gansuite-sample
+    and gansuite-eval, which train nothing, skip that.
+    """
     validate(cfg)
     datamodule = _build("data", cfg.data)
     if hasattr(datamodule, "check"):
@@ -173,7 +178,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
         raise ConfigError(f"model={cfg.model.name} needs {want} image pairs but data={datamodule.name} "
                           f"{'holds ' + have + ' pairs' if have else 'is not image pairs'}; "
                           f"pick {want} data ({_PAIR_DATA[want]}).")
-    size = datamodule.train_size() if hasattr(datamodule, "train_size") else None
+    size = datamodule.train_size() if training and hasattr(datamodule, "train_size") else None
     if size is not None and datamodule.batch_size > size:
         # The endless sampler would repeat samples to fill the batch, and a huge one exhausts the memory.
         raise ConfigError(f"data.batch_size={datamodule.batch_size} is larger than the {size} training samples of "
@@ -428,8 +433,12 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
     return logger
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train the run ``cfg`` describes; returns where its outputs went and how far it got."""
+def train(cfg: DictConfig, composed_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the run ``cfg`` describes; returns where its outputs went and how far it got.
+
+    ``composed_from``: the primary config and overrides ``cfg`` was composed from, kept in the checkpoints
+    for ``resume=`` (gansuite-train passes them).
+    """
     validate(cfg)
     threads = cfg.trainer.get("threads") or _granted_cores()
     if threads and (cfg.trainer.get("threads") or threads < torch.get_num_threads()):
@@ -477,7 +486,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             every=cfg.trainer.checkpoint_every,
             optimizer_steps_per_step=module.optimizer_steps_per_step,
         ),
-        RunInfo(config),
+        RunInfo(config, composed_from),
     ]
     module.history_dir = output_dir  # history.csv beside train.log
     logger = _make_logger(cfg, resume_id)
@@ -620,9 +629,10 @@ def _hydra_main(cfg: DictConfig) -> float:
     try:
         overrides = list(HydraConfig.get().overrides.task)
         check_added_keys(cfg, overrides)
+        composed_from = {"config_name": HydraConfig.get().job.config_name, "overrides": overrides}
         if cfg.get("resume"):
-            cfg = resume_config(cfg, overrides)
-        result = train(cfg)
+            cfg, composed_from = resume_config(cfg, overrides)
+        result = train(cfg, composed_from=composed_from)
     except ConfigError as err:
         _fail(f"error: {err}", 2)
     except DiskFullError as err:
@@ -635,6 +645,8 @@ def _hydra_main(cfg: DictConfig) -> float:
             raise
         _fail(f"stopped: the disk is full (no space left on device) at {err.filename or 'a write'}; the checkpoints "
               f"already written are kept: free some space, then resume with resume={cfg.paths.output_dir}.", 1)
+    except OmegaConfBaseException as err:  # a key the code reads that this config lacks (one written by hand)
+        _fail(f"error: {hydra_sentence(err)}", 2)
     except NonFiniteLossError as err:
         _fail(f"stopped: {err}", None if in_multirun() else 1)
         return objective(None)  # one diverged trial must not end a sweep (SystemExit would): it scores the worst
