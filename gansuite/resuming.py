@@ -62,6 +62,18 @@ def _touched(overrides: list[str]) -> list[str]:
     return paths
 
 
+def _key(override: str) -> str:
+    """The dotted key or group path an override sets (``trainer.devices``, ``loss.regularizer``)."""
+    return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0].replace("/", ".")
+
+
+def _is_group(override: str) -> bool:
+    from gansuite.keys import CONF_DIR
+
+    key = override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+    return "/" in key or (CONF_DIR / key).is_dir()
+
+
 def _show(value: Any) -> str:
     return "null" if value is None else str(value)
 
@@ -98,7 +110,10 @@ def resumed_config(cfg: DictConfig, overrides: list[str], stored: dict[str, Any]
             f"resume with only {_CHANGEABLE_TEXT} overrides, or start a new run without resume=."
         )
     result = _recomposed(composed_from, overrides, then, touched, compose) if composed_from and compose else None
-    return result if result is not None else _overlaid(composed, stored, touched)
+    if result is None:
+        return _overlaid(composed, stored, touched)
+    OmegaConf.update(result, "resume", composed.get("resume"), merge=False, force_add=True)
+    return result
 
 
 def _recomposed(composed_from: dict[str, Any], overrides: list[str], then: dict[str, Any], touched: list[str],
@@ -108,6 +123,10 @@ def _recomposed(composed_from: dict[str, Any], overrides: list[str], then: dict[
     name = composed_from.get("config_name")
     if not isinstance(run_overrides, list) or not all(isinstance(o, str) for o in run_overrides) or not name:
         return None
+    # A group the command line picks again (trainer=cpu for a trainer=ddp run) takes its own values: the run's
+    # overrides inside that group (trainer.devices=2) are dropped with the run's choice of it.
+    groups = [p for p, o in zip(touched, overrides, strict=True) if "=" in o and _is_group(o)]
+    run_overrides = [o for o in run_overrides if not any(_key(o) == g or _key(o).startswith(f"{g}.") for g in groups)]
     try:
         base = OmegaConf.to_container(compose(name, run_overrides), resolve=True)
         # A key of the run's own group that the default group lacks came as +key=... (data.root of an image

@@ -41,6 +41,8 @@ def test_resume_with_no_overrides_continues_bit_exactly(monkeypatch, tmp_path):
     assert gansuite_train(monkeypatch, straight, *TINY_RING, "trainer.max_steps=8", "trainer.checkpoint_every=4") == 0
     resumed = tmp_path / "resumed"
     assert gansuite_train(monkeypatch, resumed, f"resume={straight / 'checkpoints' / 'step_000004.ckpt'}") == 0
+    assert "resuming from" in (resumed / "train.log").read_text()  # not a fresh run that happens to match
+    assert int((resumed / "history.csv").read_text().splitlines()[1].split(",")[0]) >= 4  # its first logged step
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and int(b["step"]) == 8
     for key in a:

@@ -55,9 +55,9 @@ def run_app(monkeypatch, *argv: str) -> None:
     jobs.clear()
     train = train_module.train
 
-    def recording_train(cfg):
+    def recording_train(cfg, **kwargs):
         jobs.append({"group": sweep_group(), "multirun": in_multirun()})
-        return train(cfg)
+        return train(cfg, **kwargs)
 
     monkeypatch.setattr(train_module, "train", recording_train)
     monkeypatch.setattr(sys, "argv", ["gansuite-train", *argv])
@@ -140,11 +140,11 @@ def test_optuna_sweep_reports_the_trial_with_the_lowest_best_fid(tmp_path, monke
     monkeypatch.setattr(classifier, "_train", lambda *args, **kwargs: None)
     train, calls = train_module.train, []
 
-    def second_trial_diverges(cfg):
+    def second_trial_diverges(cfg, **kwargs):
         calls.append(cfg)
         if len(calls) == 2:
             raise NonFiniteLossError("train/d_loss became nan at step 1")
-        return train(cfg)
+        return train(cfg, **kwargs)
 
     monkeypatch.setattr(train_module, "train", second_trial_diverges)
     sweep_dir = tmp_path / "optuna"
