@@ -87,6 +87,11 @@ def _did_you_mean(key: str, candidates: Iterable[str]) -> str:
         "see every key with `gansuite-train --cfg job`"
 
 
+def is_group(key: str) -> bool:
+    """Whether an override's key names a config group (``model``, ``loss/regularizer``), not a config key."""
+    return "/" in key or "@" in key or (CONF_DIR / key).is_dir()
+
+
 def check_added_keys(cfg: DictConfig, overrides: Iterable[str]) -> None:
     """Refuse a key added with ``+``/``++`` that no component reads, naming the nearest real key.
 
@@ -99,7 +104,7 @@ def check_added_keys(cfg: DictConfig, overrides: Iterable[str]) -> None:
     added = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.is_add() or o.is_force_add()]
     for override in added:
         key = override.key_or_group
-        if "/" in key or "@" in key or (CONF_DIR / key).is_dir():
+        if is_group(key):
             continue  # a config group (+experiment=...), which Hydra has checked
         parent = OmegaConf.select(cfg, key.rsplit(".", 1)[0]) if "." in key else cfg
         if isinstance(parent, DictConfig) and "_target_" in parent:

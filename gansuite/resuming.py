@@ -44,34 +44,25 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: node}
 
 
-def _touched(overrides: list[str]) -> list[str]:
-    """The config paths the command line set: a key, or a group's whole node (``experiment=`` sets all)."""
+def _touched(overrides: list[str]) -> list[tuple[str, bool]]:
+    """The config path each command-line override sets, and whether it picks a group (whose whole node it sets;
+    ``experiment=`` sets everything: path "")."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from gansuite.keys import CONF_DIR
+    from gansuite.keys import is_group
 
-    paths = []
+    touched = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
-        if override.is_delete():
-            paths.append(key)
-        elif "/" in key or (CONF_DIR / key).is_dir():  # a config group
-            paths.append("" if key.split("/")[0] == "experiment" else key.replace("/", "."))
-        else:
-            paths.append(key)
-    return paths
+        group = not override.is_delete() and is_group(key)
+        path = key.split("@", 1)[0].replace("/", ".")
+        touched.append(("" if group and path.split(".")[0] == "experiment" else path, group))
+    return touched
 
 
 def _key(override: str) -> str:
     """The dotted key or group path an override sets (``trainer.devices``, ``loss.regularizer``)."""
     return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0].replace("/", ".")
-
-
-def _is_group(override: str) -> bool:
-    from gansuite.keys import CONF_DIR
-
-    key = override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
-    return "/" in key or (CONF_DIR / key).is_dir()
 
 
 def _show(value: Any) -> str:
@@ -99,7 +90,8 @@ def resumed_config(cfg: DictConfig, overrides: list[str], stored: dict[str, Any]
     """
     composed = OmegaConf.to_container(cfg, resolve=True)
     now, then = _flat(composed), _flat(stored)
-    touched = _touched(overrides)
+    picked = _touched(overrides)
+    touched = [path for path, _ in picked]
     differing = _differing(now, then, touched)
     if differing:
         shown = ", ".join(f"{k}={_show(now[k]) if k in now else 'deleted'} "
@@ -109,15 +101,15 @@ def resumed_config(cfg: DictConfig, overrides: list[str], stored: dict[str, Any]
             f"resume: {source} was trained with other values of {len(differing)} key(s): {shown}{more}; "
             f"resume with only {_CHANGEABLE_TEXT} overrides, or start a new run without resume=."
         )
-    result = _recomposed(composed_from, overrides, then, touched, compose) if composed_from and compose else None
+    result = _recomposed(composed_from, overrides, then, picked, compose) if composed_from and compose else None
     if result is None:
         return _overlaid(composed, stored, touched)
     OmegaConf.update(result, "resume", composed.get("resume"), merge=False, force_add=True)
     return result
 
 
-def _recomposed(composed_from: dict[str, Any], overrides: list[str], then: dict[str, Any], touched: list[str],
-                compose: Any) -> DictConfig | None:
+def _recomposed(composed_from: dict[str, Any], overrides: list[str], then: dict[str, Any],
+                picked: list[tuple[str, bool]], compose: Any) -> DictConfig | None:
     """The run composed again from its own overrides plus this command line's; None if that cannot be done."""
     run_overrides = composed_from.get("overrides")
     name = composed_from.get("config_name")
@@ -125,7 +117,8 @@ def _recomposed(composed_from: dict[str, Any], overrides: list[str], then: dict[
         return None
     # A group the command line picks again (trainer=cpu for a trainer=ddp run) takes its own values: the run's
     # overrides inside that group (trainer.devices=2) are dropped with the run's choice of it.
-    groups = [p for p, o in zip(touched, overrides, strict=True) if "=" in o and _is_group(o)]
+    groups = [path for path, group in picked if group and path]
+    touched = [path for path, _ in picked]
     run_overrides = [o for o in run_overrides if not any(_key(o) == g or _key(o).startswith(f"{g}.") for g in groups)]
     try:
         base = OmegaConf.to_container(compose(name, run_overrides), resolve=True)
@@ -180,8 +173,8 @@ def _overlaid(composed: dict[str, Any], stored: dict[str, Any], touched: list[st
 _MISSING = object()
 
 
-def stored_config(path: Path) -> dict[str, Any]:
-    """The composed config a gansuite checkpoint holds, read without loading its weights."""
+def stored_checkpoint(path: Path) -> dict[str, Any]:
+    """A gansuite checkpoint memory-mapped (its weights are not read), checked to hold its composed config."""
     import torch
 
     try:
@@ -193,7 +186,7 @@ def stored_config(path: Path) -> dict[str, Any]:
     config = checkpoint.get("gansuite_config") if isinstance(checkpoint, dict) else None
     if not isinstance(config, dict):
         raise ConfigError(f"resume: {path} holds no gansuite config; pass a .ckpt written by gansuite-train.")
-    return config
+    return checkpoint
 
 
 def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, Any] | None]:
@@ -202,7 +195,6 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, di
     The stored config may come from someone else's checkpoint: the config the resumed run is built from,
     resolved, must name only callables on gansuite's allow-list (``gansuite.security``).
     """
-    import torch
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
@@ -210,9 +202,9 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, di
     from gansuite.security import check_targets
 
     path = resolve_resume(cfg.resume)
-    stored = stored_config(path)
+    checkpoint = stored_checkpoint(path)
+    stored = checkpoint["gansuite_config"]
     check_targets(stored, path, resumed=True)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     composed_from = checkpoint.get("gansuite_composed_from")
     config_name = HydraConfig.get().job.config_name
     if not isinstance(composed_from, dict) or composed_from.get("config_name") != config_name:
