@@ -50,6 +50,19 @@ TINY_WIDTH = {
 }
 
 
+def gansuite_train_in_process(monkeypatch, run_dir: Path, *args: str) -> int:
+    """``gansuite-train hydra.run.dir=<run_dir> <args>`` in this process (Hydra's command line, gansuite's error
+    handling); returns its exit status."""
+    from gansuite.train import main
+
+    monkeypatch.setattr(sys, "argv", ["gansuite-train", f"hydra.run.dir={run_dir}", *args])
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
 def make_cfg(tmp_path: Path, *overrides: str, tiny: bool = True) -> DictConfig:
     """The composed training config with outputs under tmp_path (no Hydra run directory)."""
     overrides = list(overrides)

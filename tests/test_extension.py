@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from gansuite.security import is_allowed
-from gansuite.train import main
+
+from .conftest import gansuite_train_in_process as gansuite_train
 
 EXTENSION = Path(__file__).resolve().parent / "extension"
 ARGS = [f"hydra.searchpath=[file://{EXTENSION / 'conf'}]", "model=residual_mlp", "data=ring8", "logger=none",
         "eval=none", "callbacks=none", "trainer=debug"]
-
-
-def gansuite_train(monkeypatch, run_dir: Path, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["gansuite-train", f"hydra.run.dir={run_dir}", *args])
-    try:
-        main()
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.fixture

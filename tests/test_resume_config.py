@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,22 +10,13 @@ from omegaconf import OmegaConf
 
 from gansuite.errors import ConfigError
 from gansuite.resuming import resumed_config
-from gansuite.train import main
 
+from .conftest import gansuite_train_in_process as gansuite_train
 from .conftest import make_cfg
 
 TINY_RING = ["logger=none", "eval=none", "callbacks=none", "trainer=debug", "model=gan", "data=ring8",
              "data.batch_size=100", "model.generator.width=16", "model.discriminator.width=16",
              "model.generator.depth=1", "model.discriminator.depth=1"]
-
-
-def gansuite_train(monkeypatch, run_dir: Path, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["gansuite-train", f"hydra.run.dir={run_dir}", *args])
-    try:
-        main()
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
