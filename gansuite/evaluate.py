@@ -48,13 +48,9 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 
 def _checkpoint_config(checkpoint: dict[str, Any], overrides: list[str], path: Path) -> DictConfig:
-    stored = checkpoint.get("gansuite_config")
-    if not stored:
-        raise ConfigError(f"{path} holds no gansuite config; pass a checkpoint written by gansuite-train.")
-    from gansuite.security import check_targets
+    from gansuite.sample import stored_config
 
-    check_targets(stored, path)  # before anything the config names is called
-    cfg = OmegaConf.create(stored)
+    cfg = stored_config(checkpoint, path)
     if "extractor" not in (cfg.get("eval") or {}):  # written without evaluation: take today's defaults
         with open_dict(cfg):
             cfg.eval = _compose([]).eval
@@ -75,18 +71,14 @@ def _device(name: str | None, cfg: DictConfig) -> str:
 def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str | None = None, ema: bool = True):
     """Rebuild the run's module from ``path`` and evaluate it exactly as its training callback does."""
     from gansuite.checkpointing import read_checkpoint, resolve_resume
-    from gansuite.train import build, make_evaluator
+    from gansuite.sample import built_module
+    from gansuite.train import make_evaluator
 
     # Errors name the checkpoint as what it is here: nothing is being resumed.
     path = resolve_resume(path, key="checkpoint")
     checkpoint = read_checkpoint(path, key="checkpoint")
     cfg = _checkpoint_config(checkpoint, list(overrides), path)
-    datamodule, module = build(cfg, training=False)
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError:
-        raise ConfigError(f"checkpoint: {path} does not fit the model its own config builds (written by another "
-                          "gansuite version?); evaluate it with the gansuite version that trained it.") from None
+    datamodule, module = built_module(cfg, checkpoint, path, "evaluate", key="checkpoint: ")
     device = _device(device, cfg)  # the run's device, unless asked: the same numbers as its training
     module.to(device)
     evaluator = make_evaluator(cfg, datamodule, device=device)

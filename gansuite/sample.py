@@ -348,32 +348,45 @@ def save_translations(module: Any, in_dir: str | Path, out_dir: str | Path, *, d
     return paths
 
 
+def stored_config(checkpoint: dict[str, Any], path: Path) -> Any:
+    """The config a checkpoint was trained with, once every callable it names is on the allow-list."""
+    from omegaconf import OmegaConf
+
+    from gansuite.security import check_targets
+
+    stored = checkpoint.get("gansuite_config")
+    if not stored:
+        raise ConfigError(f"{path} holds no gansuite config; pass a checkpoint written by gansuite-train.")
+    check_targets(stored, path)  # before anything the config names is called
+    return OmegaConf.create(stored)
+
+
+def built_module(cfg: Any, checkpoint: dict[str, Any], path: Path, tool: str, key: str = "") -> tuple[Any, Any]:
+    """The data module and the trained module ``cfg`` builds, with the checkpoint's weights (``tool``: what the
+    message says to do with the gansuite version that trained it, e.g. "sample"; ``key``: the option it names)."""
+    from gansuite.train import build
+
+    datamodule, module = build(cfg, training=False)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError:
+        raise ConfigError(f"{key}{path} does not fit the model its own config builds (written by another gansuite "
+                          f"version?); {tool} it with the gansuite version that trained it.") from None
+    return datamodule, module
+
+
 def load_module(source: str | Path, device: str = "cpu") -> tuple[Any, Any, Path, int | None]:
     """The trained module of a checkpoint or run directory, on ``device``.
 
     Returns (module, its config, the .ckpt path, its gansuite step).
     """
-    from omegaconf import OmegaConf
-
     from gansuite.checkpointing import read_checkpoint, resolve_resume
-    from gansuite.train import build
 
     # Errors name the checkpoint as what it is here: nothing is being resumed.
     path = resolve_resume(source, key="checkpoint")
     checkpoint = read_checkpoint(path, key="checkpoint")
-    stored = checkpoint.get("gansuite_config")
-    if not stored:
-        raise ConfigError(f"{path} holds no gansuite config; pass a checkpoint written by gansuite-train.")
-    from gansuite.security import check_targets
-
-    check_targets(stored, path)  # before anything the config names is called
-    cfg = OmegaConf.create(stored)
-    _, module = build(cfg, training=False)
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError:
-        raise ConfigError(f"{path} does not fit the model its own config builds (written by another gansuite "
-                          "version?); sample it with the gansuite version that trained it.") from None
+    cfg = stored_config(checkpoint, path)
+    _, module = built_module(cfg, checkpoint, path, "sample")
     return module.to(device).eval(), cfg, path, checkpoint.get("gansuite_step")
 
 
