@@ -264,18 +264,19 @@ def save_code_state(folder: Path, path: str | os.PathLike | None = None) -> str 
 
 
 def run_metadata(
-    cfg: DictConfig | Mapping[str, Any], repo_path: str | os.PathLike | None = None
+    cfg: DictConfig | Mapping[str, Any], repo_path: str | os.PathLike | None = None, commit: str | None = None
 ) -> dict[str, Any]:
     """Everything needed to reproduce a run: the flat config, the code's commit and version.
 
     Args:
         repo_path: where to look for the commit; defaults to the gansuite package's folder,
             since the code that ran matters more than the directory it was launched from.
+        commit: the commit already found (``save_code_state``'s), so git is not asked twice.
     """
     import gansuite
 
     return {
         "config": flatten_config(cfg),
-        "git_commit": git_commit(repo_path if repo_path is not None else Path(gansuite.__file__).parent),
+        "git_commit": commit or git_commit(repo_path if repo_path is not None else Path(gansuite.__file__).parent),
         "gansuite_version": gansuite.__version__,
     }

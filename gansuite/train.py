@@ -405,7 +405,7 @@ def _speed_options(cfg: DictConfig, module: L.LightningModule) -> None:
         module.regularizer = EagerRegularizer(module.regularizer)
 
 
-def _make_logger(cfg: DictConfig, resume_id: str | None):
+def _make_logger(cfg: DictConfig, resume_id: str | None, commit: str | None = None):
     """The configured logger, or None. W&B never prompts or hangs: without a key or network it runs offline."""
     if cfg.get("logger") is None or "_target_" not in cfg.logger:
         return None
@@ -425,7 +425,7 @@ def _make_logger(cfg: DictConfig, resume_id: str | None):
     # Lightning always passes wandb.init an "anonymous" value, which wandb warns about on every run.
     if isinstance(getattr(logger, "_wandb_init", None), dict) and logger._wandb_init.get("anonymous") is None:
         logger._wandb_init.pop("anonymous", None)
-    metadata = run_metadata(cfg)
+    metadata = run_metadata(cfg, commit=commit)
     # Flat keys (model/name, loss/name, data/_target_), not W&B's own nesting: a W&B sweep's parameters (loss, seed)
     # live in the same run config, and a nested "loss" node would overwrite the sweep's "loss" value.
     logger.log_hyperparams({**metadata["config"], "git_commit": metadata["git_commit"],
@@ -451,6 +451,7 @@ def train(cfg: DictConfig, composed_from: dict[str, Any] | None = None) -> dict[
     datamodule, module = build(cfg)
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    commit = None
     if rank_zero_only.rank == 0:
         commit = save_code_state(output_dir)
         if commit is not None:
@@ -489,7 +490,7 @@ def train(cfg: DictConfig, composed_from: dict[str, Any] | None = None) -> dict[
         RunInfo(config, composed_from),
     ]
     module.history_dir = output_dir  # history.csv beside train.log
-    logger = _make_logger(cfg, resume_id)
+    logger = _make_logger(cfg, resume_id, commit)
     strategy, plugins = _strategy_and_precision(cfg)
     _speed_options(cfg, module)
     try:
