@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,3 +131,17 @@ def test_train_log_tells_the_story_of_a_run_and_of_its_failure(tmp_path):
     sentence = result.stderr.strip().splitlines()[-1].removeprefix("gansuite-train: ")
     assert sentence.startswith("stopped: ") and "diverged" in sentence
     assert (failed / "train.log").read_text().splitlines()[-1].endswith(f"[ERROR] - {sentence}")
+
+
+def test_gansuite_imports_from_a_folder_holding_a_clone_named_gansuite(tmp_path):
+    # From the clone's parent folder, the clone itself (no __init__.py) is a namespace package named gansuite
+    # and its sweeps/ folder shadowed gansuite.sweeps; the editable install must find the real package first
+    # (pyproject: package-dir).
+    (tmp_path / "gansuite" / "sweeps").mkdir(parents=True)
+    code = "import gansuite; from gansuite.sweeps import in_multirun; print(gansuite.__file__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).parent == Path(__file__).parents[1] / "gansuite"
+    result = subprocess.run([sys.executable, "-m", "gansuite.train", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
