@@ -44,8 +44,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
-from gansuite.evaluation import Evaluator  # noqa: E402
-from gansuite.metrics import fidelity  # noqa: E402
+from gansuite.metrics import fidelity
+from gansuite.metrics import inception as metrics_inception
+from gansuite.metrics.evaluator import Evaluator
 
 
 def write_random_inception_weights(path: Path) -> None:
@@ -59,7 +60,7 @@ def write_random_inception_weights(path: Path) -> None:
     with mock.patch.object(tfi, "load_state_dict_from_url", lambda *a, **k: None), \
             mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None):
         torch.manual_seed(0)
-        net = tfi.FeatureExtractorInceptionV3(fidelity.INCEPTION, ["2048"])
+        net = tfi.FeatureExtractorInceptionV3(metrics_inception.INCEPTION, ["2048"])
     for module in net.modules():
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -114,14 +115,14 @@ def sync(device: str) -> None:
 
 def gansuite_evaluator(weights: Path, real: torch.Tensor, args, cache: Path, precision: str) -> Evaluator:
     """The Evaluator a run builds: extractor on the device, reference statistics from the cache."""
-    ext = fidelity.InceptionExtractor(weights, precision=precision).to(args.device)
+    ext = metrics_inception.InceptionExtractor(weights, precision=precision).to(args.device)
     key = {"dataset": f"fid_speed-{hashlib.sha256(real.numpy().tobytes()).hexdigest()[:16]}", "split": "train",
            "num_samples": len(real), "extractor": ext.name, "extractor_sha256": ext.weights_sha256,
            "resize": ext.resize, "precision": precision}
 
     def compute():
         floats = real.float().div(127.5).sub(1)
-        return fidelity.extract(ext, floats.split(args.batch), device=args.device), None
+        return metrics_inception.extract(ext, floats.split(args.batch), device=args.device), None
 
     fidelity.load_or_compute_reference(key, compute, cache, log=lambda m: None)  # computed once, untimed
     reference = fidelity.load_or_compute_reference(key, compute, cache, log=print)  # read back, as a run does
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         weights = args.weights
         if weights is None:
-            weights = tmp / fidelity.INCEPTION_FILE
+            weights = tmp / metrics_inception.INCEPTION_FILE
             write_random_inception_weights(weights)
         gen_u8 = make_images(args.n, args.resolution, seed=1, smooth=4)
         real_u8 = make_images(args.n, args.resolution, seed=2, smooth=8)

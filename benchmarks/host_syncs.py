@@ -3,7 +3,7 @@
     python benchmarks/host_syncs.py                          # unconditional, conditional and paired, ~2 min
     python benchmarks/host_syncs.py --families unconditional --steps 500
 
-Each family trains through ``gansuite.train.train`` with its default callbacks (progress bar, sample or
+Each family trains through ``gansuite.training.run.train`` with its default callbacks (progress bar, sample or
 translation grids and metrics, step checkpoints), ``trainer.log_every_n_steps=50`` and the CSV logger, on the
 CPU. A ``TorchDispatchMode`` counts calls of ``aten._local_scalar_dense``, the op behind ``.item()``,
 ``bool(t)``, ``float(t)`` and ``int(t)``; ``Tensor.tolist`` (which on a CUDA tensor copies to the host without
@@ -11,7 +11,7 @@ that op) is wrapped and counted too, every call, since on the CPU one cannot tel
 hold on the device. Counting runs from the first training batch to the end of training, so start-up (data,
 dry run) is left out but everything the run does between batches is in: grids and checkpoints every 500 steps,
 the logged batches, the last checkpoint. Not counted, but shown: conversions made inside ``torch/optim`` (the
-step counters torch's optimizers keep on the CPU for GPU parameters) and inside ``gansuite/data.py`` (the index
+step counters torch's optimizers keep on the CPU for GPU parameters) and inside ``gansuite/data/base.py`` (the index
 stream and batches, which are CPU tensors in a GPU run too, made before the batch moves to the device).
 Evaluation is off (``eval=none``): it runs every 1,000 steps and waits on its results by design.
 
@@ -35,7 +35,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gansuite.train import CONF_DIR, train  # noqa: E402
+from gansuite.config.keys import CONF_DIR
+from gansuite.training.run import train
 
 FAMILIES = {
     # name: overrides (each family's networks; the offline data it trains on)

@@ -86,7 +86,7 @@ class Ablate(L.Callback):
 def _patch_process(patches: set[str]) -> None:
     """Class- and module-level ablations; they live only in the measuring (forked) process."""
     if "ema" in patches:
-        import gansuite.models.base as base
+        import gansuite.models.schedule as base
 
         cache: dict[int, tuple] = {}
 
@@ -101,7 +101,7 @@ def _patch_process(patches: set[str]) -> None:
 
         base.ema_update = ema_update
     if "ckpt" in patches:
-        from gansuite.checkpointing import StepCheckpoint
+        from gansuite.training.checkpointing import StepCheckpoint
 
         StepCheckpoint.on_train_batch_end = lambda self, *args, **kwargs: None
 
@@ -153,7 +153,7 @@ class Instrument(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         from lightning.pytorch.trainer import call
 
-        import gansuite.models.base as base
+        import gansuite.models.schedule as base
 
         m = pl_module
         m.training_step = self.timed(m.training_step, "training_step (total)")
@@ -215,7 +215,7 @@ def instrument_child(cfg: Any, args: argparse.Namespace, out: Path) -> dict[str,
 
     from hydra.utils import get_method
 
-    from gansuite.train import train
+    from gansuite.training.run import train
 
     torch.set_num_threads(args.threads)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))

@@ -6,7 +6,7 @@
 What is timed: ``--steps`` full training steps after ``--warmup`` steps, each one D update and one G update
 (n_critic = 1) on one batch of ``--batch-size`` real images; img/s = batch size x steps / seconds.
 
-- **gansuite**: ``gansuite.train.train(cfg)`` itself, on the composed config ``model=dcgan loss=nonsaturating``
+- **gansuite**: ``gansuite.training.run.train(cfg)`` itself, on the composed config ``model=dcgan loss=nonsaturating``
   with the default ``trainer`` (``cpu``, or ``gpu`` for ``--device cuda``) and ``callbacks=default``: the
   same Trainer, GANProgressBar, sample-grid / scatter / translation callbacks, StepCheckpoint and RunInfo a
   default ``gansuite-train`` run has, so every per-batch hook a default run pays is inside the timed window.
@@ -23,7 +23,7 @@ What is timed: ``--steps`` full training steps after ``--warmup`` steps, each on
   autocast around the whole step for ``bf16-mixed``. No logging, no NaN check, no callbacks.
 
 ``--channels-last`` and ``--compile`` reach gansuite as ``trainer.channels_last=true`` and ``trainer.compile=true``
-(``gansuite.train._speed_options``: G and D, not the EMA copy; ``dynamic=False``); the plain loop does the same to
+(``gansuite.training.run._speed_options``: G and D, not the EMA copy; ``dynamic=False``); the plain loop does the same to
 its G and D. With ``--compile`` each measurement line says how many frames Dynamo compiled during the warm-up
 and inside the timed window, and how long those took: a compile inside the window is timed as training.
 
@@ -81,7 +81,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import get_method, instantiate  # noqa: E402
 from omegaconf import OmegaConf, open_dict  # noqa: E402
 
-import gansuite.train  # noqa: E402,F401  (imported before forking, so measuring processes start at once)
+import gansuite.training.run  # noqa: E402,F401  (imported before forking, so measuring processes start at once)
 
 CONF_DIR = REPO / "conf"
 SHAPES = {28: (1, 28, 28), 32: (3, 32, 32), 64: (3, 64, 64)}  # MNIST-like, CIFAR-like, CelebA-like
@@ -175,7 +175,7 @@ class BenchHooks(L.Callback):
     """Times batches ``warmup .. warmup + steps``, and counts the compiles inside that window.
 
     ``--channels-last`` and ``--compile`` reach the gansuite run as ``trainer.channels_last`` and
-    ``trainer.compile``, the options a user sets (``gansuite.train._speed_options``).
+    ``trainer.compile``, the options a user sets (``gansuite.training.run._speed_options``).
     """
 
     def __init__(self, *, warmup: int, steps: int, device: str, profile: str | None = None) -> None:
@@ -244,7 +244,7 @@ def compose_config(args: argparse.Namespace, resolution: int) -> Any:
 
 # ------------------------------------------------------------------------------------------------ variants
 def run_gansuite(cfg: Any, out: Path, profile: str | None) -> dict[str, Any]:
-    from gansuite.train import train
+    from gansuite.training.run import train
 
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
@@ -267,7 +267,7 @@ def run_plain(cfg: Any, args: argparse.Namespace, profile: str | None) -> dict[s
     for net in (G, D, G_ema):
         if net is not None:
             net.to(device)
-    # As gansuite.train._speed_options: channels_last and compile apply to the trained networks, not the EMA.
+    # As gansuite.training.run._speed_options: channels_last and compile apply to the trained networks, not the EMA.
     for net in (G, D):
         if args.channels_last:
             net.to(memory_format=torch.channels_last)

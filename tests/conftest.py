@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from gansuite.train import CONF_DIR
+from gansuite.config.keys import CONF_DIR
 
 # The console script of the interpreter running the tests, not whichever one is first on PATH.
 GANSUITE_TRAIN = str(Path(sys.executable).parent / "gansuite-train")
@@ -53,7 +53,7 @@ TINY_WIDTH = {
 def gansuite_train_in_process(monkeypatch, run_dir: Path, *args: str) -> int:
     """``gansuite-train hydra.run.dir=<run_dir> <args>`` in this process (Hydra's command line, gansuite's error
     handling); returns its exit status."""
-    from gansuite.train import main
+    from gansuite.cli.train import main
 
     monkeypatch.setattr(sys, "argv", ["gansuite-train", f"hydra.run.dir={run_dir}", *args])
     try:
@@ -80,13 +80,56 @@ def make_cfg(tmp_path: Path, *overrides: str, tiny: bool = True) -> DictConfig:
     return cfg
 
 
+def assert_finite(metrics: dict, *keys: str) -> None:
+    """Every one of ``keys`` was logged (in a trainer's ``callback_metrics``) and is finite."""
+    for key in keys:
+        assert key in metrics, f"{key} was not logged"
+        assert torch.isfinite(torch.as_tensor(metrics[key])).all(), f"{key} = {metrics[key]}"
+
+
 def assert_trained(result: dict, steps: int, *extra: str) -> None:
     """A train() result reached ``steps`` generator steps with finite D and G losses (and ``extra`` metrics)."""
     assert result["step"] == steps
-    metrics = result["trainer"].callback_metrics
     has_d = result["module"].discriminator is not None  # SRResNet trains G alone
-    for key in ("train/d_loss", "train/g_loss", *extra) if has_d else ("train/g_loss", *extra):
-        assert torch.isfinite(metrics[key]), key
+    assert_finite(result["trainer"].callback_metrics,
+                  *(("train/d_loss", "train/g_loss") if has_d else ("train/g_loss",)), *extra)
+
+
+def trains(tmp_path: Path, *overrides: str, steps: int = 2, extra: tuple[str, ...] = ()) -> dict:
+    """The tiny config of ``overrides`` trained ``steps`` steps (no callbacks unless overridden): the result,
+    once it reached that step with finite losses (and finite ``extra`` metrics)."""
+    from gansuite.training.run import train
+
+    callbacks = () if any(o.startswith("callbacks") for o in overrides) else ("callbacks=none",)
+    result = train(make_cfg(tmp_path, *callbacks, f"trainer.max_steps={steps}", *overrides))
+    assert_trained(result, steps, *extra)
+    return result
+
+
+# Offline data a model trains on when it does not take the default (data=mnist_offline at 28 px), for building
+# every config without a download or a folder.
+OFFLINE_DATA = {
+    "gan": ["data=ring8"], "pacgan_mlp": ["data=ring8"],
+    "resnet_wgan_gp": ["data.resolution=32"], "sngan": ["data.resolution=32"], "sngan_projection": ["data.resolution=32"],
+    "srresnet": ["data=sr_mnist"], "srgan": ["data=sr_mnist"], "pix2pix": ["data=edges2digits"],
+    "cyclegan": ["data=digit_styles"],
+}
+
+
+def options(group: str) -> list[str]:
+    """Every option of a config group (``model``, ``loss/regularizer``, ...): the files under conf/<group>/."""
+    from gansuite.config.keys import CONF_DIR
+
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def build_tiny(tmp_path: Path, *overrides: str, training: bool = False):
+    """(cfg, data module, module) the tiny config of ``overrides`` builds, as gansuite-train would."""
+    from gansuite.config.build import build
+
+    cfg = make_cfg(tmp_path, *overrides)
+    datamodule, module = build(cfg, training=training)
+    return cfg, datamodule, module
 
 
 def write_random_inception_weights(path: Path) -> None:
@@ -105,7 +148,7 @@ def write_random_inception_weights(path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory) -> Path:
-    from gansuite.metrics.fidelity import INCEPTION_FILE
+    from gansuite.metrics.inception import INCEPTION_FILE
 
     path = tmp_path_factory.mktemp("inception") / INCEPTION_FILE
     write_random_inception_weights(path)

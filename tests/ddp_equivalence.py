@@ -22,10 +22,11 @@ from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import gansuite.distributed  # noqa: E402
-from gansuite.distributed import GANDDPStrategy  # noqa: E402
+import gansuite.training.distributed  # noqa: E402
+from gansuite.config.build import build
+from gansuite.config.keys import CONF_DIR
 from gansuite.regularizers import GradientPenalty  # noqa: E402
-from gansuite.train import CONF_DIR, build  # noqa: E402
+from gansuite.training.distributed import GANDDPStrategy
 
 
 def rows_of_this_rank(module: L.LightningModule, kind: int, local: int, draw, *shape: int) -> torch.Tensor:
@@ -76,14 +77,14 @@ def main() -> None:
 
     # Record how many gradient elements each optimizer step reduces: D's step must reduce D's alone.
     reduced: list[int] = []
-    reduce = gansuite.distributed.all_reduce_gradients
+    reduce = gansuite.training.distributed.all_reduce_gradients
 
     def counting_reduce(parameters, world=None):
         parameters = list(parameters)
         reduced.append(sum(p.numel() for p in parameters if p.grad is not None))
         reduce(parameters, world)
 
-    gansuite.distributed.all_reduce_gradients = counting_reduce
+    gansuite.training.distributed.all_reduce_gradients = counting_reduce
     initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
     distributed = args.devices > 1
     trainer = L.Trainer(

@@ -15,12 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from gansuite import aggregate, compare, evaluate, sample
-from gansuite.data import ImageFolder, UnreadableImageWarning
+from gansuite.cli import aggregate, compare, evaluate
+from gansuite.cli import sample as cli_sample
+from gansuite.cli.evaluate import load_images
+from gansuite.data.folders import ImageFolder, UnreadableImageWarning
+from gansuite.data.pairs import PairedFolder
+from gansuite.data.superres import SuperResolution
+from gansuite.data.unpaired import UnpairedFolders
 from gansuite.errors import ConfigError
-from gansuite.evaluate import load_images
-from gansuite.pairs import PairedFolder, SuperResolution, UnpairedFolders
-from gansuite.train import train
+from gansuite.training.run import train
 
 from .conftest import make_cfg
 from .test_compare import FID, write_run
@@ -208,11 +211,11 @@ def _modes_run(root: Path) -> Path:
 
 
 READ_ONLY = {  # tool: (main, the option, argv given the checkpoint, a multirun and the read-only folder)
-    "sample --grid": (sample.main, "--grid", lambda ckpt, runs, ro: [str(ckpt), "--grid", str(ro / "x.png")]),
-    "sample --interpolate": (sample.main, "--interpolate",
+    "sample --grid": (cli_sample.main, "--grid", lambda ckpt, runs, ro: [str(ckpt), "--grid", str(ro / "x.png")]),
+    "sample --interpolate": (cli_sample.main, "--interpolate",
                              lambda ckpt, runs, ro: [str(ckpt), "--interpolate", str(ro / "walk.png")]),
-    "sample --folder": (sample.main, "--folder", lambda ckpt, runs, ro: [str(ckpt), "--folder", str(ro / "s"), "-n", "3"]),
-    "sample --codes": (sample.main, "--codes", lambda ckpt, runs, ro: [str(ckpt), "--codes", str(ro)]),
+    "sample --folder": (cli_sample.main, "--folder", lambda ckpt, runs, ro: [str(ckpt), "--folder", str(ro / "s"), "-n", "3"]),
+    "sample --codes": (cli_sample.main, "--codes", lambda ckpt, runs, ro: [str(ckpt), "--codes", str(ro)]),
     "compare --out": (compare.main, "--out", lambda ckpt, runs, ro: [str(runs), "--metric", FID, "--out",
                                                                      str(ro / "x.png")]),
     "compare --json": (compare.main, "--json", lambda ckpt, runs, ro: [str(runs), "--metric", FID, "--out",
@@ -227,7 +230,7 @@ READ_ONLY = {  # tool: (main, the option, argv given the checkpoint, a multirun 
 def test_an_output_in_a_read_only_folder_is_one_sentence_before_any_work(case, checkpoint, read_only, tmp_path,
                                                                            capsys, monkeypatch):
     main, option, make_argv = READ_ONLY[case]
-    tool = {sample.main: "gansuite-sample", compare.main: "gansuite-compare", evaluate.main: "gansuite-eval",
+    tool = {cli_sample.main: "gansuite-sample", compare.main: "gansuite-compare", evaluate.main: "gansuite-eval",
             aggregate.main: "gansuite-aggregate"}[main]
     runs = tmp_path / "runs"
     if main is aggregate.main:
@@ -250,11 +253,11 @@ def test_an_output_in_a_read_only_folder_is_one_sentence_before_any_work(case, c
     assert sorted(os.listdir(read_only)) == before  # nothing written, not even a temporary file
 
 
-@pytest.mark.parametrize("main", [evaluate.main, sample.main], ids=["gansuite-eval", "gansuite-sample"])
+@pytest.mark.parametrize("main", [evaluate.main, cli_sample.main], ids=["gansuite-eval", "gansuite-sample"])
 def test_cuda_on_a_machine_without_it_names_device_and_the_fix(main, checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *a, **k: pytest.fail("evaluated on a missing device"))
-    argv = [str(checkpoint), "--device", "cuda"] + (["--grid", str(tmp_path / "g.png")] if main is sample.main else [])
+    argv = [str(checkpoint), "--device", "cuda"] + (["--grid", str(tmp_path / "g.png")] if main is cli_sample.main else [])
     code, err = _command(capsys, main, argv)
     tool = "gansuite-eval" if main is evaluate.main else "gansuite-sample"
     _one_line(code, err, tool, "--device cuda: no CUDA device", "use --device cpu")
@@ -290,12 +293,12 @@ CHECKPOINTS = {  # what is passed: (how to make it, words the sentence holds)
 
 
 @pytest.mark.parametrize("what", list(CHECKPOINTS))
-@pytest.mark.parametrize("main", [evaluate.main, sample.main], ids=["gansuite-eval", "gansuite-sample"])
+@pytest.mark.parametrize("main", [evaluate.main, cli_sample.main], ids=["gansuite-eval", "gansuite-sample"])
 def test_a_missing_or_corrupt_checkpoint_is_named_as_a_checkpoint_not_a_resume(main, what, checkpoint, tmp_path,
                                                                                 capsys):
     make, words = CHECKPOINTS[what]
     path = make(tmp_path, checkpoint)
-    argv = [str(path)] + (["--grid", str(tmp_path / "g.png")] if main is sample.main else [])
+    argv = [str(path)] + (["--grid", str(tmp_path / "g.png")] if main is cli_sample.main else [])
     code, err = _command(capsys, main, argv)
     tool = "gansuite-eval" if main is evaluate.main else "gansuite-sample"
     _one_line(code, err, tool, str(path), *words)
@@ -305,6 +308,6 @@ def test_a_missing_or_corrupt_checkpoint_is_named_as_a_checkpoint_not_a_resume(m
 
 def test_gansuite_sample_of_a_folder_without_checkpoints_names_the_checkpoint(tmp_path, capsys):
     (tmp_path / "empty-run").mkdir()
-    code, err = _command(capsys, sample.main, [str(tmp_path / "empty-run"), "--grid", str(tmp_path / "g.png")])
+    code, err = _command(capsys, cli_sample.main, [str(tmp_path / "empty-run"), "--grid", str(tmp_path / "g.png")])
     _one_line(code, err, "gansuite-sample", "checkpoint:", "holds no checkpoints/last.ckpt")
     assert "resume" not in err

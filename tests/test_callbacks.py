@@ -19,9 +19,11 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from gansuite.callbacks import GANProgressBar, SampleGrid, Scatter2D, TranslationGrid, TranslationMetrics
 from gansuite.errors import ConfigError
-from gansuite.logging import flatten_config, git_commit, run_metadata, save_code_state, wandb_mode
+from gansuite.training.callbacks import SampleGrid, Scatter2D
+from gansuite.training.logging import flatten_config, git_commit, run_metadata, save_code_state, wandb_mode
+from gansuite.training.progress import GANProgressBar
+from gansuite.training.translation import TranslationGrid, TranslationMetrics
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -323,7 +325,7 @@ def test_flatten_config_joins_nested_keys():
             "name": "dcgan",
             "model": {"name": "dcgan", "generator": {"width": 64}},
             "loss": {"name": "hinge"},
-            "data": {"_target_": "gansuite.data.MNIST", "size": "${model.generator.width}"},
+            "data": {"_target_": "gansuite.data.downloads.MNIST", "size": "${model.generator.width}"},
             "optim": {"betas": [0.5, 0.999]},
             "callbacks": [{"every": 5}],
         }
@@ -333,7 +335,7 @@ def test_flatten_config_joins_nested_keys():
         "model/name": "dcgan",
         "model/generator/width": 64,
         "loss/name": "hinge",
-        "data/_target_": "gansuite.data.MNIST",
+        "data/_target_": "gansuite.data.downloads.MNIST",
         "data/size": 64,
         "optim/betas": "[0.5, 0.999]",
         "callbacks/0/every": 5,

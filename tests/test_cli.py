@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gansuite.checkpointing import read_checkpoint
-from gansuite.train import build
+from gansuite.config.build import build
+from gansuite.training.checkpointing import read_checkpoint
 
 from .conftest import GANSUITE_TRAIN, make_cfg
 
@@ -135,13 +135,13 @@ def test_train_log_tells_the_story_of_a_run_and_of_its_failure(tmp_path):
 
 def test_gansuite_imports_from_a_folder_holding_a_clone_named_gansuite(tmp_path):
     # From the clone's parent folder, the clone itself (no __init__.py) is a namespace package named gansuite
-    # and its sweeps/ folder shadowed gansuite.sweeps; the editable install must find the real package first
+    # whose folders shadow gansuite's (its sweeps/ hid gansuite.sweeps); the editable install must find the real package first
     # (pyproject: package-dir).
-    (tmp_path / "gansuite" / "sweeps").mkdir(parents=True)
-    code = "import gansuite; from gansuite.sweeps import in_multirun; print(gansuite.__file__)"
+    (tmp_path / "gansuite" / "training").mkdir(parents=True)
+    code = "import gansuite; from gansuite.training.sweeps import in_multirun; print(gansuite.__file__)"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).parent == Path(__file__).parents[1] / "gansuite"
-    result = subprocess.run([sys.executable, "-m", "gansuite.train", "--help"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "gansuite.cli.train", "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

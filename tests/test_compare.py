@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gansuite import compare
-from gansuite.logging import record
+from gansuite.cli import compare
+from gansuite.training.logging import record
 
 FID = "val/fid_clf_10k"
 COLUMNS = ["step", "train/d_loss", "train/g_loss", FID, "val/is_10k"]
@@ -155,7 +155,7 @@ def test_history_and_evaluation_json_are_read_whatever_the_logger(tmp_path, caps
 
 
 def test_direction_of_better_covers_every_metric_the_evaluation_ranks():
-    from gansuite.evaluation import HIGHER_IS_BETTER
+    from gansuite.metrics.results import HIGHER_IS_BETTER
 
     assert HIGHER_IS_BETTER <= compare.HIGHER_IS_BETTER
     for key in ("val/is_10k", "val/precision_clf_10k", "val/cond_acc_clf_10k", "val/modes_2500",

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch._dynamo.utils import counters
 
-from gansuite.train import _compile_for_training, train
+from gansuite.training.run import _compile_for_training, train
 
 from .conftest import make_cfg
 

@@ -15,17 +15,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gansuite.errors import ConfigError
 from gansuite.losses import Objective, lsgan_d, lsgan_g
-from gansuite.models.cyclegan import (
-    CycleGAN,
-    Discriminators,
-    Generators,
-    ImagePool,
-    ResnetGenerator,
-    linear_decay,
-    linear_decay_over,
-)
+from gansuite.models.cyclegan import CycleGAN, ImagePool, linear_decay, linear_decay_over
+from gansuite.nets.cyclegan import Discriminators, Generators, ResnetGenerator
 
-from .conftest import make_cfg
+from .conftest import assert_finite, make_cfg
 
 SHAPE_A, SHAPE_B = (3, 16, 16), (3, 16, 16)
 TINY_NETS = {"width": 4, "n_blocks": 1}
@@ -287,8 +280,8 @@ def test_one_step_updates_both_discriminators_and_both_generators():
     for name, net in [*module.generator.items(), *module.discriminator.items()]:
         assert any(not torch.equal(p, q) for p, q in zip(before[name], net.parameters(), strict=True)), name
     metrics = trainer.callback_metrics
-    for key in ("d_loss", "d_loss_a", "d_loss_b", "g_loss", "g_adversarial", "g_cycle", "g_identity"):
-        assert torch.isfinite(metrics[f"train/{key}"]), key
+    assert_finite(metrics, *(f"train/{key}" for key in ("d_loss", "d_loss_a", "d_loss_b", "g_loss", "g_adversarial",
+                                                         "g_cycle", "g_identity")))
     assert_close(metrics["train/d_loss"], metrics["train/d_loss_a"] + metrics["train/d_loss_b"])
     assert len(module.pools["a"]) == len(module.pools["b"]) == 2
 

@@ -12,7 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gansuite import data
+from gansuite.data import base as data
+from gansuite.data import digits as data_digits
+from gansuite.data import downloads as data_downloads
+from gansuite.data import folders as data_folders
+from gansuite.data import points as data_points
 from gansuite.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -24,7 +28,7 @@ def batches(dm, k):
 
 @pytest.fixture(scope="module")
 def offline():
-    dm = data.OfflineMNIST(batch_size=32, seed=3)
+    dm = data_digits.OfflineMNIST(batch_size=32, seed=3)
     dm.setup()
     return dm
 
@@ -33,7 +37,7 @@ def offline():
 
 
 def test_ring8_means_distinct_and_on_unit_circle():
-    dm = data.Mixture2D(modes="ring8")
+    dm = data_points.Mixture2D(modes="ring8")
     angles = torch.tensor([2 * math.pi * i / 8 for i in range(8)], dtype=torch.float64)
     expected = torch.stack([angles.cos(), angles.sin()], 1).float()
     torch.testing.assert_close(dm.means, expected, atol=1e-6, rtol=0)
@@ -42,7 +46,7 @@ def test_ring8_means_distinct_and_on_unit_circle():
 
 
 def test_grid25_means():
-    dm = data.Mixture2D(modes="grid25")
+    dm = data_points.Mixture2D(modes="grid25")
     expected = torch.tensor([[a, b] for a in (-4, -2, 0, 2, 4) for b in (-4, -2, 0, 2, 4)], dtype=torch.float32)
     torch.testing.assert_close(dm.means, expected, atol=0, rtol=0)
     assert dm.std == 0.05 and dm.num_classes == 25
@@ -50,7 +54,7 @@ def test_grid25_means():
 
 @pytest.mark.parametrize("modes,std", [("ring8", None), ("grid25", None), ("ring8", 0.1)])
 def test_mixture_samples_match_their_modes(modes, std):
-    dm = data.Mixture2D(modes=modes, std=std, num_samples=20_000, seed=1)
+    dm = data_points.Mixture2D(modes=modes, std=std, num_samples=20_000, seed=1)
     dm.setup()
     x, y = dm._train.x, dm._train.y
     assert x.dtype == torch.float32 and y.dtype == torch.int64
@@ -62,7 +66,7 @@ def test_mixture_samples_match_their_modes(modes, std):
 
 
 def test_mixture_batches_and_heldout():
-    dm = data.Mixture2D(modes="grid25", batch_size=100, seed=0)
+    dm = data_points.Mixture2D(modes="grid25", batch_size=100, seed=0)
     x, y = batches(dm, 1)[0]
     assert x.shape == (100, 2) and x.dtype == torch.float32 and y.shape == (100,) and y.dtype == torch.int64
     hx, hy = dm.heldout(500)
@@ -72,14 +76,14 @@ def test_mixture_batches_and_heldout():
 
 
 def test_mixture_seed_changes_data():
-    a, b = data.Mixture2D(modes="ring8", seed=0), data.Mixture2D(modes="ring8", seed=1)
+    a, b = data_points.Mixture2D(modes="ring8", seed=0), data_points.Mixture2D(modes="ring8", seed=1)
     a.setup(), b.setup()
     assert not torch.equal(a._train.x, b._train.x)
 
 
 def test_unknown_modes_is_config_error():
     with pytest.raises(ConfigError, match=r"data\.modes.*ring8.*grid25"):
-        data.Mixture2D(modes="ring9")
+        data_points.Mixture2D(modes="ring9")
 
 
 # --- the stream ---------------------------------------------------------------------------------
@@ -87,7 +91,7 @@ def test_unknown_modes_is_config_error():
 
 def test_getitems_path_is_used():
     # One __getitems__ call per batch with that batch's index list, not one __getitem__ per item.
-    dm = data.Mixture2D(modes="ring8", num_samples=100, batch_size=10)
+    dm = data_points.Mixture2D(modes="ring8", num_samples=100, batch_size=10)
     dm.setup()
     calls = []
     orig = dm._train.__getitems__
@@ -100,7 +104,7 @@ def test_getitems_path_is_used():
 
 def test_stream_is_deterministic_and_seeded():
     def first(seed):
-        return torch.cat([x for x, _ in batches(data.Mixture2D(modes="ring8", num_samples=500, seed=seed), 3)])
+        return torch.cat([x for x, _ in batches(data_points.Mixture2D(modes="ring8", num_samples=500, seed=seed), 3)])
 
     torch.testing.assert_close(first(0), first(0), atol=0, rtol=0)
     assert not torch.equal(first(0), first(1))
@@ -108,7 +112,7 @@ def test_stream_is_deterministic_and_seeded():
 
 def test_skip_batches_matches_reading_through(offline):
     ref = batches(offline, 5)
-    dm = data.OfflineMNIST(batch_size=32, seed=3)
+    dm = data_digits.OfflineMNIST(batch_size=32, seed=3)
     dm.skip_batches(3)  # before the loader exists
     (x, y), = batches(dm, 1)
     torch.testing.assert_close(x, ref[3][0], atol=0, rtol=0)
@@ -123,7 +127,7 @@ def test_skip_batches_matches_reading_through(offline):
 
 
 def test_stream_outlives_one_pass_with_full_batches_and_fresh_order():
-    dm = data.Mixture2D(modes="ring8", num_samples=45, batch_size=10, seed=5)
+    dm = data_points.Mixture2D(modes="ring8", num_samples=45, batch_size=10, seed=5)
     loader = dm.train_dataloader()
     with pytest.raises(TypeError):
         len(loader)  # no length: Lightning treats the loader as infinite
@@ -134,7 +138,7 @@ def test_stream_outlives_one_pass_with_full_batches_and_fresh_order():
     assert sorted(first.tolist()) == list(range(45)) and sorted(second.tolist()) == list(range(45))
     assert not torch.equal(first, second)  # each pass is a new permutation
 
-    dm2 = data.Mixture2D(modes="ring8", num_samples=45, batch_size=10, seed=5)
+    dm2 = data_points.Mixture2D(modes="ring8", num_samples=45, batch_size=10, seed=5)
     dm2.skip_batches(31)  # starts mid-pass, batches span a pass boundary
     torch.testing.assert_close(batches(dm2, 2)[1][0], got[32][0], atol=0, rtol=0)
 
@@ -157,11 +161,11 @@ class _Recorder(L.LightningModule):
 
 
 def test_lightning_runs_the_stream_past_one_pass_and_honours_skip():
-    ref = batches(data.Mixture2D(modes="ring8", num_samples=30, batch_size=10), 10)
+    ref = batches(data_points.Mixture2D(modes="ring8", num_samples=30, batch_size=10), 10)
     model = _Recorder(skip=2)
     trainer = L.Trainer(max_steps=7, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, datamodule=data.Mixture2D(modes="ring8", num_samples=30, batch_size=10))
+    trainer.fit(model, datamodule=data_points.Mixture2D(modes="ring8", num_samples=30, batch_size=10))
     assert len(model.seen) == 7
     for got, want in zip(model.seen, ref[2:9], strict=True):
         torch.testing.assert_close(got, want[0], atol=0, rtol=0)
@@ -191,13 +195,13 @@ def test_offline_mnist_split(offline):
     train = {tuple(r) for r in offline._train.x.flatten(1).tolist()}
     held = {tuple(r) for r in offline._heldout.x.flatten(1).tolist()}
     assert not train & held
-    other = data.OfflineMNIST(seed=99)  # the split does not depend on seed
+    other = data_digits.OfflineMNIST(seed=99)  # the split does not depend on seed
     torch.testing.assert_close(other.heldout(50)[0], offline.heldout(50)[0], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_offline_mnist_resolution(resolution):
-    dm = data.OfflineMNIST(resolution=resolution, heldout_size=10, batch_size=8)
+    dm = data_digits.OfflineMNIST(resolution=resolution, heldout_size=10, batch_size=8)
     x, _ = batches(dm, 1)[0]
     assert dm.shape == (1, resolution, resolution) and x.shape == (8, 1, resolution, resolution)
     assert x.min() >= -1 and x.max() <= 1 and x.max() > 0.9
@@ -205,13 +209,13 @@ def test_offline_mnist_resolution(resolution):
 
 def test_offline_mnist_bad_resolution():
     with pytest.raises(ConfigError, match=r"data\.resolution"):
-        data.OfflineMNIST(resolution=30)
+        data_digits.OfflineMNIST(resolution=30)
 
 
 # --- torchvision datasets: never download -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [data.MNIST, data.CIFAR10])
+@pytest.mark.parametrize("cls", [data_downloads.MNIST, data_downloads.CIFAR10])
 def test_missing_torchvision_data_is_config_error(cls, tmp_path):
     dm = cls(root=str(tmp_path / "nowhere"), download=False)
     with pytest.raises(ConfigError, match=r"^data\.root: no .* under .*data\.download=true"):
@@ -221,8 +225,8 @@ def test_missing_torchvision_data_is_config_error(cls, tmp_path):
 
 
 @pytest.mark.parametrize("cls,name,error", [
-    (data.MNIST, "MNIST", urllib.error.URLError("no network")),
-    (data.CIFAR10, "CIFAR10", RuntimeError("Error downloading train-images-idx3-ubyte.gz")),
+    (data_downloads.MNIST, "MNIST", urllib.error.URLError("no network")),
+    (data_downloads.CIFAR10, "CIFAR10", RuntimeError("Error downloading train-images-idx3-ubyte.gz")),
 ])
 def test_download_failure_is_config_error(cls, name, error, tmp_path, monkeypatch):
     def fake(root, train=True, download=False):
@@ -243,7 +247,7 @@ def test_torchvision_modules_use_train_and_test_splits(tmp_path, monkeypatch):
             self.targets = torch.arange(n) % 10
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", Fake)
-    dm = data.MNIST(root=str(tmp_path), resolution=32, batch_size=4, num_workers=0)
+    dm = data_downloads.MNIST(root=str(tmp_path), resolution=32, batch_size=4, num_workers=0)
     x, y = batches(dm, 1)[0]
     assert x.shape == (4, 1, 32, 32) and x.min() >= -1 and x.max() <= 1 and y.dtype == torch.int64
     assert dm.heldout()[0].shape == (7, 1, 32, 32)
@@ -266,7 +270,7 @@ def image_dir(tmp_path):
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_image_folder(image_dir, channels):
-    dm = data.ImageFolder(root=str(image_dir), resolution=16, channels=channels, batch_size=4,
+    dm = data_folders.ImageFolder(root=str(image_dir), resolution=16, channels=channels, batch_size=4,
                           num_workers=0, heldout_size=2)
     assert dm.shape == (channels, 16, 16) and dm.num_classes is None
     got = batches(dm, 3)  # 4 training images, so this wraps around
@@ -282,25 +286,25 @@ def test_image_folder(image_dir, channels):
 
 
 def test_image_folder_without_heldout_split_slices_training(image_dir):
-    dm = data.ImageFolder(root=str(image_dir), resolution=8, batch_size=2, num_workers=0)
+    dm = data_folders.ImageFolder(root=str(image_dir), resolution=8, batch_size=2, num_workers=0)
     assert dm.heldout(3)[0].shape == (3, 3, 8, 8)
     assert len(dm._train) == 6
 
 
 def test_image_folder_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"^data\.root: .* does not exist"):
-        data.ImageFolder(root=str(tmp_path / "missing")).check()
+        data_folders.ImageFolder(root=str(tmp_path / "missing")).check()
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_text("x")
     with pytest.raises(ConfigError, match=r"^data\.root: .* has 0 images"):
-        data.ImageFolder(root=str(tmp_path / "empty")).setup()
+        data_folders.ImageFolder(root=str(tmp_path / "empty")).setup()
     with pytest.raises(ConfigError, match=r"data\.channels"):
-        data.ImageFolder(root=str(tmp_path), channels=4)
+        data_folders.ImageFolder(root=str(tmp_path), channels=4)
 
 
 def test_bad_batch_size():
     with pytest.raises(ConfigError, match=r"data\.batch_size"):
-        data.Mixture2D(modes="ring8", batch_size=0)
+        data_points.Mixture2D(modes="ring8", batch_size=0)
 
 
 # --- configs ------------------------------------------------------------------------------------
@@ -335,7 +339,7 @@ def test_train_split_is_a_fixed_spread_out_sample_of_the_training_set(offline):
     ax, ay = offline.train_split()
     assert ax.shape == (4000, 1, 28, 28) and torch.bincount(ay).tolist() == [400] * 10
     torch.testing.assert_close(ax[:100], x, atol=0, rtol=0)  # a prefix of the whole split
-    other = data.OfflineMNIST(seed=99)  # the same samples whatever the seed
+    other = data_digits.OfflineMNIST(seed=99)  # the same samples whatever the seed
     torch.testing.assert_close(other.train_split(100)[0], x, atol=0, rtol=0)
     torch.testing.assert_close(other.train_split(100)[1], y, atol=0, rtol=0)
     assert offline.train_split(0)[0].shape == (0, 1, 28, 28)
@@ -343,31 +347,31 @@ def test_train_split_is_a_fixed_spread_out_sample_of_the_training_set(offline):
 
 
 def test_train_split_of_mixture_and_image_folder(image_dir):
-    dm = data.Mixture2D(modes="ring8", num_samples=50)
+    dm = data_points.Mixture2D(modes="ring8", num_samples=50)
     x, y = dm.train_split(20)
     assert x.shape == (20, 2) and _rows(x) <= _rows(dm._train.x)
     torch.testing.assert_close(y, dm._train.y[torch.cdist(x, dm._train.x).argmin(1)], atol=0, rtol=0)
-    folder = data.ImageFolder(root=str(image_dir), resolution=8, batch_size=2, num_workers=0, heldout_size=2)
+    folder = data_folders.ImageFolder(root=str(image_dir), resolution=8, batch_size=2, num_workers=0, heldout_size=2)
     fx, fy = folder.train_split()
     assert fx.shape == (4, 3, 8, 8) and fy.tolist() == [0] * 4
     assert not _rows(fx) & _rows(folder.heldout()[0])
 
 
 def test_names_identify_data_and_resolution(tmp_path):
-    assert data.OfflineMNIST().name == "mnist_offline-28px"
-    assert data.OfflineMNIST(resolution=64).name == "mnist_offline-64px"
-    assert data.MNIST(root=str(tmp_path), resolution=32).name == "mnist-32px"
-    assert data.CIFAR10(root=str(tmp_path)).name == "cifar10-32px"
-    assert data.StackedMNIST().name == "stacked_mnist-28px"
-    assert data.StackedMNIST(resolution=32).name == "stacked_mnist-32px"
-    assert data.StackedMNIST(num_samples=500, heldout_size=50).name == "stacked_mnist-28px-n500-heldout50"
-    assert data.OfflineMNIST(heldout_size=500).name == "mnist_offline-28px-heldout500"
-    assert data.Mixture2D(modes="ring8").name == "ring8"
-    assert data.Mixture2D(modes="grid25").name == "grid25"
-    assert data.Mixture2D(modes="ring8", std=0.05).name == "ring8-std0.05"
-    folder = data.ImageFolder(root=str(tmp_path / "faces"), resolution=64, channels=1)
+    assert data_digits.OfflineMNIST().name == "mnist_offline-28px"
+    assert data_digits.OfflineMNIST(resolution=64).name == "mnist_offline-64px"
+    assert data_downloads.MNIST(root=str(tmp_path), resolution=32).name == "mnist-32px"
+    assert data_downloads.CIFAR10(root=str(tmp_path)).name == "cifar10-32px"
+    assert data_digits.StackedMNIST().name == "stacked_mnist-28px"
+    assert data_digits.StackedMNIST(resolution=32).name == "stacked_mnist-32px"
+    assert data_digits.StackedMNIST(num_samples=500, heldout_size=50).name == "stacked_mnist-28px-n500-heldout50"
+    assert data_digits.OfflineMNIST(heldout_size=500).name == "mnist_offline-28px-heldout500"
+    assert data_points.Mixture2D(modes="ring8").name == "ring8"
+    assert data_points.Mixture2D(modes="grid25").name == "grid25"
+    assert data_points.Mixture2D(modes="ring8", std=0.05).name == "ring8-std0.05"
+    folder = data_folders.ImageFolder(root=str(tmp_path / "faces"), resolution=64, channels=1)
     assert folder.name == f"image_folder-{(tmp_path / 'faces').resolve()}-64px-1ch"
-    held = data.ImageFolder(root=str(tmp_path / "faces"), heldout_size=100)
+    held = data_folders.ImageFolder(root=str(tmp_path / "faces"), heldout_size=100)
     assert held.name == f"image_folder-{(tmp_path / 'faces').resolve()}-64px-3ch-heldout100"
 
 
@@ -392,7 +396,7 @@ def _channel_digits(x, table):
 
 
 def test_stacked_mnist_channels_are_digits_and_labels_match(digit_labels):
-    dm = data.StackedMNIST(num_samples=500, heldout_size=300, batch_size=50, seed=4)
+    dm = data_digits.StackedMNIST(num_samples=500, heldout_size=300, batch_size=50, seed=4)
     assert dm.shape == (3, 28, 28) and dm.num_classes == 1000
     x, y = batches(dm, 1)[0]
     assert x.shape == (50, 3, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -409,7 +413,7 @@ def test_stacked_mnist_channels_are_digits_and_labels_match(digit_labels):
 
 def test_stacked_mnist_is_a_fixed_data_set_streamed_in_seeded_order():
     def module(seed):
-        return data.StackedMNIST(num_samples=200, heldout_size=20, batch_size=16, seed=seed)
+        return data_digits.StackedMNIST(num_samples=200, heldout_size=20, batch_size=16, seed=seed)
 
     a, b, c = batches(module(0), 3), batches(module(0), 3), batches(module(1), 3)
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):
@@ -425,7 +429,7 @@ def test_stacked_mnist_is_a_fixed_data_set_streamed_in_seeded_order():
 
 
 def test_stacked_mnist_digits_are_uniform_and_independent():
-    dm = data.StackedMNIST(num_samples=100_000, heldout_size=0)
+    dm = data_digits.StackedMNIST(num_samples=100_000, heldout_size=0)
     dm.setup()
     y = dm._train.y
     digits = torch.stack([y // 100, y // 10 % 10, y % 10], 1)
@@ -438,11 +442,11 @@ def test_stacked_mnist_digits_are_uniform_and_independent():
 
 
 def test_stacked_mnist_skip_and_resolution():
-    ref = batches(data.StackedMNIST(num_samples=100, batch_size=8, seed=2), 4)
-    dm = data.StackedMNIST(num_samples=100, batch_size=8, seed=2)
+    ref = batches(data_digits.StackedMNIST(num_samples=100, batch_size=8, seed=2), 4)
+    dm = data_digits.StackedMNIST(num_samples=100, batch_size=8, seed=2)
     dm.skip_batches(3)
     torch.testing.assert_close(batches(dm, 1)[0][0], ref[3][0], atol=0, rtol=0)
-    big = data.StackedMNIST(resolution=64, num_samples=100, heldout_size=5, batch_size=4)
+    big = data_digits.StackedMNIST(resolution=64, num_samples=100, heldout_size=5, batch_size=4)
     x, _ = batches(big, 1)[0]
     assert x.shape == (4, 3, 64, 64) and x.min() >= -1 and x.max() <= 1 and x.max() > 0.9
     assert big.heldout()[0].shape == (5, 3, 64, 64)
@@ -452,13 +456,13 @@ def test_stacked_mnist_skip_and_resolution():
                                         ({"heldout_size": -1}, "heldout_size")])
 def test_stacked_mnist_bad_values(kwargs, key):
     with pytest.raises(ConfigError, match=rf"^data\.{key}"):
-        data.StackedMNIST(**kwargs)
+        data_digits.StackedMNIST(**kwargs)
 
 
 def test_stacked_mnist_config(tmp_path):
     cfg = OmegaConf.create({"seed": 7, "paths": {"data_dir": str(tmp_path)},
                             "data": OmegaConf.load(CONF / "stacked_mnist.yaml")})
     dm = instantiate(cfg.data)
-    assert isinstance(dm, data.StackedMNIST) and dm.shape == (3, 28, 28) and dm.seed == 7
+    assert isinstance(dm, data_digits.StackedMNIST) and dm.shape == (3, 28, 28) and dm.seed == 7
     assert dm.num_classes == 1000 and dm.num_samples == 128_000 and dm.heldout_size == 10_000
     assert (CONF / "stacked_mnist.yaml").read_text().startswith("# ")

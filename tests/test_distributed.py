@@ -1,4 +1,4 @@
-"""Data parallelism (gansuite/distributed.py), the rank-aware data stream, mixed precision and speed options."""
+"""Data parallelism (gansuite/training/distributed.py), the rank-aware data stream, mixed precision and speed options."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from gansuite.data import InfiniteSampler
-from gansuite.distributed import GANSyncBatchNorm, SyncBatchNorm
-from gansuite.precision import PerOptimizerMixedPrecision
-from gansuite.train import train
+from gansuite.data.base import InfiniteSampler
+from gansuite.training.distributed import GANSyncBatchNorm, SyncBatchNorm
+from gansuite.training.precision import PerOptimizerMixedPrecision
+from gansuite.training.run import train
 from tests.conftest import make_cfg
 
 WORKER = Path(__file__).resolve().parent / "ddp_equivalence.py"
@@ -79,7 +79,7 @@ def test_trainer_ddp_runs_two_cpu_processes_and_resumes_on_one(tmp_path):
               "model.generator.width=4", "model.discriminator.width=4", "callbacks=none", "eval=none",
               "logger=none"]
     first = tmp_path / "first"
-    result = _run([sys.executable, "-m", "gansuite.train", *common, "trainer=ddp", "trainer.accelerator=cpu",
+    result = _run([sys.executable, "-m", "gansuite.cli.train", *common, "trainer=ddp", "trainer.accelerator=cpu",
                    "trainer.devices=2", "trainer.max_steps=3", "trainer.checkpoint_every=3",
                    f"hydra.run.dir={first}"], tmp_path)
     assert "find_unused_parameters" not in result.stderr + result.stdout
@@ -88,7 +88,7 @@ def test_trainer_ddp_runs_two_cpu_processes_and_resumes_on_one(tmp_path):
     assert checkpoint["gansuite_samples"] == 3 * 8 * 2  # 3 batches of 8 on each of 2 processes
 
     second = tmp_path / "second"
-    _run([sys.executable, "-m", "gansuite.train", *common, "trainer=cpu", "trainer.max_steps=5",
+    _run([sys.executable, "-m", "gansuite.cli.train", *common, "trainer=cpu", "trainer.max_steps=5",
           "trainer.checkpoint_every=5", f"resume={first}", f"hydra.run.dir={second}"], tmp_path)
     checkpoint = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["gansuite_step"] == 5
@@ -99,7 +99,7 @@ def test_a_multirun_with_ddp_runs_each_trial_on_both_ranks(tmp_path):
     """Lightning restarts rank 1 with the command line, which under -m is the whole sweep; gansuite's launcher
     gives it this trial's overrides and directory instead, and the second trial starts a fresh process group."""
     sweep = tmp_path / "sweep"
-    _run([sys.executable, "-m", "gansuite.train", "-m", "model=dcgan", "data=mnist_offline", "data.batch_size=8",
+    _run([sys.executable, "-m", "gansuite.cli.train", "-m", "model=dcgan", "data=mnist_offline", "data.batch_size=8",
           "model.latent_dim=8", "model.generator.width=4", "model.discriminator.width=4", "callbacks=none",
           "eval=none", "logger=none", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
           "trainer.max_steps=2", "trainer.checkpoint_every=2", "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -221,7 +221,7 @@ class _Module:
 
 
 def _evaluator_and_module():
-    from gansuite.evaluation import Evaluator
+    from gansuite.metrics.evaluator import Evaluator
     from gansuite.metrics.fidelity import Reference, gaussian_stats
 
     torch.manual_seed(0)

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from gansuite.train import main, train
+from gansuite.cli.train import main
+from gansuite.training.run import train
 
 from .conftest import GANSUITE_TRAIN, make_cfg
 
@@ -148,7 +149,7 @@ def test_unknown_option_of_a_loss_function(monkeypatch, capsys, tmp_path):
 
 
 def test_unknown_group_option_lists_the_choices():
-    result = subprocess.run([sys.executable, "-m", "gansuite.train", "model=nosuchgan"],
+    result = subprocess.run([sys.executable, "-m", "gansuite.cli.train", "model=nosuchgan"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     line = one_line_error(result.stderr)
@@ -160,7 +161,7 @@ def test_cfg_job_prints_the_composed_config_and_help_lists_groups():
     result = subprocess.run([GANSUITE_TRAIN, "--cfg", "job", "model=gan", "loss=hinge"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "gansuite.losses.hinge_d" in result.stdout and "gansuite.models.gan.Generator" in result.stdout
+    assert "gansuite.losses.hinge_d" in result.stdout and "gansuite.nets.mlp.Generator" in result.stdout
     result = subprocess.run([GANSUITE_TRAIN, "--help"], capture_output=True, text=True, timeout=120)
     for group in ("model:", "data:", "loss:", "trainer:", "logger:", "callbacks:", "experiment:"):
         assert group in result.stdout

@@ -12,11 +12,12 @@ import torch
 from torch.testing import assert_close
 from torchvision.utils import save_image
 
-from gansuite import evaluate
-from gansuite.data import denormalize
-from gansuite.evaluation import EvalCallback, EvalResult, is_better, short_name
-from gansuite.metrics.fidelity import file_sha256
-from gansuite.train import train
+from gansuite.cli import evaluate
+from gansuite.data.base import denormalize
+from gansuite.metrics.eval_callback import EvalCallback
+from gansuite.metrics.inception import file_sha256
+from gansuite.metrics.results import EvalResult, is_better, short_name
+from gansuite.training.run import train
 from tests.conftest import make_cfg
 
 # Random-weight Inception on 8 generated and 8 real images: the whole pipeline, in as few
@@ -132,7 +133,8 @@ def test_training_needing_weights_it_cannot_have_fails_at_start_up(tmp_path, mon
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights-here"))
     from hydra import compose, initialize_config_dir
 
-    from gansuite.train import CONF_DIR, main
+    from gansuite.cli.train import main
+    from gansuite.config.keys import CONF_DIR
 
     overrides = ["trainer=debug", "logger=none", "eval.extractor=inception", "eval.download=false",
                  f"hydra.run.dir={tmp_path / 'run'}"]
@@ -172,7 +174,7 @@ def test_keep_best_must_name_a_computed_metric(evaluated_run):
 def test_fetch_weights_fills_the_cache_or_says_what_to_do(tmp_path, monkeypatch, capsys):
     from unittest import mock
 
-    from gansuite.metrics.fidelity import INCEPTION_FILE, INCEPTION_URL
+    from gansuite.metrics.inception import INCEPTION_FILE, INCEPTION_URL
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     fetched = []
@@ -203,8 +205,8 @@ def test_fetch_weights_fills_the_cache_or_says_what_to_do(tmp_path, monkeypatch,
 @pytest.fixture(scope="module")
 def mnist_evaluator(gansuite_cache):
     """The default evaluation of the offline MNIST (its classifier is trained once per session)."""
-    from gansuite.data import OfflineMNIST
-    from gansuite.evaluation import make_evaluator
+    from gansuite.data.digits import OfflineMNIST
+    from gansuite.metrics.eval_callback import make_evaluator
 
     datamodule = OfflineMNIST()
     evaluator = make_evaluator(datamodule, num_samples=1000, batch_size=250, cache_dir=gansuite_cache,
@@ -262,8 +264,8 @@ def test_conditional_accuracy_counts_samples_of_the_requested_class(mnist_evalua
 def test_stacked_mnist_modes_and_kl(gansuite_cache):
     import math
 
-    from gansuite.data import StackedMNIST
-    from gansuite.evaluation import make_evaluator
+    from gansuite.data.digits import StackedMNIST
+    from gansuite.metrics.eval_callback import make_evaluator
 
     datamodule = StackedMNIST(heldout_size=2000)
     evaluator = make_evaluator(datamodule, num_samples=2000, cache_dir=gansuite_cache, log=lambda m: None)
@@ -340,7 +342,7 @@ class _TinyModule:
 
 
 def _tiny_evaluator(metrics, num_samples=50, batch_size=8):
-    from gansuite.evaluation import Evaluator
+    from gansuite.metrics.evaluator import Evaluator
     from gansuite.metrics.fidelity import Reference, gaussian_stats
 
     torch.manual_seed(0)
@@ -390,9 +392,9 @@ def test_a_non_finite_sample_still_stops_the_evaluation():
 
 
 def test_tf32_features_are_recorded_and_get_a_reference_of_their_own(tmp_path, inception_weights):
-    from gansuite.data import OfflineMNIST
+    from gansuite.data.digits import OfflineMNIST
     from gansuite.errors import ConfigError
-    from gansuite.evaluation import make_evaluator
+    from gansuite.metrics.eval_callback import make_evaluator
     from gansuite.metrics.fidelity import protocol_differences
 
     options = dict(extractor="inception", metrics=["fid"], num_samples=4, num_real=4, batch_size=4,
@@ -408,7 +410,8 @@ def test_tf32_features_are_recorded_and_get_a_reference_of_their_own(tmp_path, i
 
 
 def test_eval_precision_from_the_config_reaches_the_evaluator(tmp_path, inception_weights):
-    from gansuite.train import _build, make_evaluator
+    from gansuite.config.build import _build
+    from gansuite.training.run import make_evaluator
 
     cfg = make_cfg(tmp_path, *EVAL, f"eval.inception_weights={inception_weights}", "eval.precision=tf32",
                    "eval.metrics=[fid]", "eval.num_samples=4", "eval.num_real=4")

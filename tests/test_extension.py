@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gansuite.security import is_allowed
+from gansuite.config.security import is_allowed
 
 from .conftest import gansuite_train_in_process as gansuite_train
 

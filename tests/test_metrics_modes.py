@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from gansuite.data import grid_means, ring_means
+from gansuite.data.points import grid_means, ring_means
 from gansuite.metrics.modes import mode_metrics
 
 

@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 from torch.testing import assert_close
 
-from gansuite import sample
-from gansuite.checkpointing import read_checkpoint
+from gansuite import sampling as sample
+from gansuite.cli import sample as cli_sample
+from gansuite.config import loading as config_loading
+from gansuite.training.checkpointing import read_checkpoint
 
 from .conftest import gansuite_train_in_process
 
@@ -29,7 +31,7 @@ def _pixels(path: Path) -> torch.Tensor:
 
 def test_an_old_2d_gan_checkpoint_draws_the_samples_it_drew_when_it_was_written():
     checkpoint = read_checkpoint(GAN)
-    _, module = sample.built_module(sample.stored_config(checkpoint, GAN), checkpoint, GAN, "sample")
+    _, module = config_loading.built_module(config_loading.stored_config(checkpoint, GAN), checkpoint, GAN, "sample")
     module.eval()
     with torch.no_grad():
         samples = module.sample(sample.grid_inputs(module, 16, 0, None), ema=True)
@@ -38,7 +40,7 @@ def test_an_old_2d_gan_checkpoint_draws_the_samples_it_drew_when_it_was_written(
 
 
 def test_an_old_pix2pix_checkpoint_redraws_its_grid_through_gansuite_sample(tmp_path):
-    sample.main([str(PIX2PIX), "--grid", str(tmp_path / "grid.png"), "-n", "8", "--seed", "0"])
+    cli_sample.main([str(PIX2PIX), "--grid", str(tmp_path / "grid.png"), "-n", "8", "--seed", "0"])
     # One 8-bit level of slack: another CPU may round a pixel the other way.
     assert_close(_pixels(tmp_path / "grid.png"), _pixels(FIXTURES / "pix2pix_edges2digits_3e744eb_grid.png"),
                  rtol=0, atol=1.0)

@@ -11,12 +11,13 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.testing import assert_close
 
-from gansuite.aggregate import main as aggregate_main
-from gansuite.aggregate import summarize
-from gansuite.callbacks import Scatter2D
+from gansuite.cli.aggregate import main as aggregate_main
+from gansuite.cli.aggregate import summarize
+from gansuite.config.keys import CONF_DIR
 from gansuite.errors import ConfigError
-from gansuite.models.gan import Discriminator, Generator, MaxoutLinear
-from gansuite.train import CONF_DIR, train
+from gansuite.nets.mlp import Discriminator, Generator, MaxoutLinear
+from gansuite.training.callbacks import Scatter2D
+from gansuite.training.run import train
 
 from .conftest import make_cfg
 

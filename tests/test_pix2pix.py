@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gansuite.errors import ConfigError
 from gansuite.losses import Objective, bce_d, nonsaturating_g
-from gansuite.models.base import PairedTranslationGAN
-from gansuite.models.patchgan import PatchDiscriminator
-from gansuite.models.pix2pix import NoiseDropout, UNetGenerator
+from gansuite.models.translation import PairedTranslationGAN
+from gansuite.nets.patchgan import PatchDiscriminator
+from gansuite.nets.unet import NoiseDropout, UNetGenerator
 
-from .conftest import make_cfg
+from .conftest import assert_finite, make_cfg
 
 SOURCE, TARGET = (1, 32, 32), (3, 32, 32)  # channel counts differ, as for label maps -> photos
 
@@ -160,8 +160,7 @@ def test_one_step_updates_d_and_g_with_finite_losses():
     trainer.fit(module, DataLoader(TensorDataset(*_pairs(8)), batch_size=4))
     assert module.step == 1 and trainer.global_step == 2  # one D and one G update
     metrics = trainer.callback_metrics
-    for key in ("train/d_loss", "train/g_loss", "train/g_content", "train/g_adversarial"):
-        assert torch.isfinite(metrics[key]), key
+    assert_finite(metrics, "train/d_loss", "train/g_loss", "train/g_content", "train/g_adversarial")
     assert_close(metrics["train/g_loss"], 100 * metrics["train/g_content"] + metrics["train/g_adversarial"],
                  rtol=1e-5, atol=1e-5)
     assert any(not torch.equal(p, q) for p, q in zip(module.discriminator.parameters(), d_before, strict=True))

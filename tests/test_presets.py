@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from gansuite.train import CONF_DIR, train
+from gansuite.config.keys import CONF_DIR
+from gansuite.training.run import train
 
 from .conftest import assert_trained, make_cfg
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # Data a preset downloads (or reads from a folder) -> an offline stand-in of the same shape.
 STAND_INS = {
-    "gansuite.data.MNIST": ["data=mnist_offline"],
-    "gansuite.data.CIFAR10": ["data=mnist_offline", "data.resolution=32"],
-    "gansuite.data.ImageFolder": ["data=mnist_offline", "data.resolution=64"],
-    "gansuite.pairs.SuperResolution:folder": ["data=sr_mnist"],
-    "gansuite.pairs.PairedFolder": ["data=edges2digits", "~data.direction"],
-    "gansuite.pairs.UnpairedFolders": ["data=digit_styles"],
+    "gansuite.data.downloads.MNIST": ["data=mnist_offline"],
+    "gansuite.data.downloads.CIFAR10": ["data=mnist_offline", "data.resolution=32"],
+    "gansuite.data.folders.ImageFolder": ["data=mnist_offline", "data.resolution=64"],
+    "gansuite.data.superres.SuperResolution:folder": ["data=sr_mnist"],
+    "gansuite.data.pairs.PairedFolder": ["data=edges2digits", "~data.direction"],
+    "gansuite.data.unpaired.UnpairedFolders": ["data=digit_styles"],
 }
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gansuite.train import main as train_main
-from gansuite.train import train
+from gansuite.cli.train import main as train_main
+from gansuite.training.run import train
 
 from .conftest import make_cfg
 
@@ -35,6 +35,7 @@ class Row:
     tool: str = "gansuite-train"
 
 
+# One row per bad input, alike on purpose: the command line, the exit status, words its message must hold.
 ROWS = [
     # Values Hydra composes but that cannot train.
     Row("model.g_optimizer.lr=-0.1", 2, "model.g_optimizer.lr must be a positive number"),

@@ -9,8 +9,8 @@ from torch.nn.utils import parametrize
 from torch.testing import assert_close
 
 from gansuite.errors import ConfigError
-from gansuite.models.resnet import CategoricalConditionalBatchNorm2d, Discriminator, Generator
-from gansuite.train import train
+from gansuite.nets.resnet import CategoricalConditionalBatchNorm2d, Discriminator, Generator
+from gansuite.training.run import train
 
 from .conftest import assert_trained, make_cfg
 

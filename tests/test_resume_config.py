@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from gansuite.config.resuming import resumed_config
 from gansuite.errors import ConfigError
-from gansuite.resuming import resumed_config
 
 from .conftest import gansuite_train_in_process as gansuite_train
 from .conftest import make_cfg

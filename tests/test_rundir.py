@@ -1,5 +1,5 @@
 """Run directories no two runs share, and a stopped SLURM job that requeues and resumes by itself
-(gansuite/rundir.py): the pieces on a DictConfig, then real gansuite-train processes."""
+(gansuite/training/rundir.py): the pieces on a DictConfig, then real gansuite-train processes."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict, read_write
 
-from gansuite import rundir
+from gansuite.config.keys import CONF_DIR
 from gansuite.errors import ConfigError
-from gansuite.rundir import LOCK, REQUEUED, RunDirectory, auto_resume, claim
-from gansuite.train import CONF_DIR
+from gansuite.training import rundir
+from gansuite.training.rundir import LOCK, REQUEUED, RunDirectory, auto_resume, claim
 
 from .conftest import GANSUITE_TRAIN
 
@@ -239,7 +239,7 @@ def test_the_slurm_launcher_asks_for_submitits_signal_early_and_requeues_at_the_
     (bin_dir / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     cfg = hydra_cfg(*TINY, "hydra/launcher=slurm", "trainer=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert cfg.hydra.callbacks.save_before_requeue._target_ == "gansuite.rundir.SaveBeforeRequeue"
+    assert cfg.hydra.callbacks.save_before_requeue._target_ == "gansuite.training.rundir.SaveBeforeRequeue"
     launcher = instantiate(cfg.hydra.launcher)
     launcher.setup(hydra_context=None, task_function=None, config=cfg)
     executors = []

@@ -13,13 +13,16 @@ from PIL import Image
 from torch.testing import assert_close
 from torchvision.utils import save_image
 
-from gansuite import sample
-from gansuite.data import denormalize
-from gansuite.evaluate import load_images
-from gansuite.evaluation import Evaluator
-from gansuite.models.base import AdversarialModule, ConditionalGAN
-from gansuite.sample import slerp
-from gansuite.train import train
+from gansuite import sampling as sample
+from gansuite.cli import sample as cli_sample
+from gansuite.cli.evaluate import load_images
+from gansuite.config import loading as config_loading
+from gansuite.data.base import denormalize
+from gansuite.metrics.evaluator import Evaluator
+from gansuite.models.gan import ConditionalGAN
+from gansuite.models.schedule import AdversarialModule
+from gansuite.sampling import slerp
+from gansuite.training.run import train
 
 from .conftest import make_cfg
 
@@ -95,7 +98,7 @@ def _pixels(path: Path) -> torch.Tensor:
 
 def _fails(capsys, argv: list[str], *words: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        sample.main(argv)
+        cli_sample.main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err
@@ -106,21 +109,21 @@ def _fails(capsys, argv: list[str], *words: str) -> str:
 
 def test_grid_redraws_the_training_runs_grid_of_that_checkpoint(gan_run, tmp_path, capsys):
     # callbacks.sample_grid draws make_inputs(64) from seed 1234 on the EMA generator, 8 per row.
-    sample.main([str(gan_run), "--grid", str(tmp_path / "grid.png"), "--seed", "1234"])
+    cli_sample.main([str(gan_run), "--grid", str(tmp_path / "grid.png"), "--seed", "1234"])
     assert "EMA generator" in capsys.readouterr().out
     assert _pixels(tmp_path / "grid.png").unique().numel() > 50  # digits-like noise, not a flat image
     assert torch.equal(_pixels(tmp_path / "grid.png"), _pixels(gan_run / "samples" / "step_000002.png"))
     with Image.open(tmp_path / "grid.png") as image:
         assert image.size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 tiles of 28 px with torchvision's 2 px padding
-    sample.main([str(gan_run), "--grid", str(tmp_path / "wide.png"), "-n", "6", "--nrow", "3"])
+    cli_sample.main([str(gan_run), "--grid", str(tmp_path / "wide.png"), "-n", "6", "--nrow", "3"])
     with Image.open(tmp_path / "wide.png") as image:
         assert image.size == (3 * 30 + 2, 2 * 30 + 2)
 
 
 def test_same_seed_same_files_other_seed_other_files(gan_run, tmp_path):
     for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
-        sample.main([str(gan_run), "--grid", str(tmp_path / f"{name}.png"), "-n", "16", "--seed", seed])
-        sample.main([str(gan_run), "--folder", str(tmp_path / name), "-n", "5", "--seed", seed])
+        cli_sample.main([str(gan_run), "--grid", str(tmp_path / f"{name}.png"), "-n", "16", "--seed", seed])
+        cli_sample.main([str(gan_run), "--folder", str(tmp_path / name), "-n", "5", "--seed", seed])
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
     files = {name: sorted((tmp_path / name).iterdir()) for name in "abc"}
@@ -132,9 +135,9 @@ def test_same_seed_same_files_other_seed_other_files(gan_run, tmp_path):
 
 def test_folder_holds_the_evaluators_samples_and_gansuite_eval_reads_it(gan_run, tmp_path):
     folder = tmp_path / "samples"
-    sample.main([str(gan_run), "--folder", str(folder), "-n", "10", "--batch-size", "4"])
+    cli_sample.main([str(gan_run), "--folder", str(folder), "-n", "10", "--batch-size", "4"])
     images = load_images(folder, (1, 28, 28), 10)  # what gansuite-eval FOLDER reads
-    module, *_ = sample.load_module(gan_run)
+    module, *_ = config_loading.load_module(gan_run)
     # The evaluation's own input stream (eval.seed=0, batch 4), quantized as a PNG stores it.
     stream = Evaluator.inputs(SimpleNamespace(seed=0, num_samples=10, batch_size=4), module)
     expected = torch.cat([module.sample(inputs) for inputs in stream])
@@ -146,11 +149,11 @@ def test_raw_samples_the_trained_generator_and_the_default_is_the_ema(gan_run, t
     asked, original = [], AdversarialModule.sample
     monkeypatch.setattr(AdversarialModule, "sample", lambda self, inputs, ema=True: asked.append(ema)
                         or original(self, inputs, ema=ema))
-    sample.main([str(gan_run), "--grid", str(tmp_path / "raw.png"), "-n", "4", "--raw"])
+    cli_sample.main([str(gan_run), "--grid", str(tmp_path / "raw.png"), "-n", "4", "--raw"])
     assert asked[-1] is False and "trained generator" in capsys.readouterr().out
-    sample.main([str(gan_run), "--grid", str(tmp_path / "ema.png"), "-n", "4"])
+    cli_sample.main([str(gan_run), "--grid", str(tmp_path / "ema.png"), "-n", "4"])
     assert asked[-1] is True and "EMA generator" in capsys.readouterr().out
-    module, *_ = sample.load_module(gan_run)
+    module, *_ = config_loading.load_module(gan_run)
     inputs = module.make_inputs(4, torch.Generator().manual_seed(0))
     save_image(denormalize(original(module, inputs, ema=False)), tmp_path / "expected.png", nrow=2)
     assert torch.equal(_pixels(tmp_path / "raw.png"), _pixels(tmp_path / "expected.png"))
@@ -170,7 +173,7 @@ def test_an_interrupted_folder_leaves_only_complete_pngs(gan_run, tmp_path, monk
 
     monkeypatch.setattr(gansuite.outputs, "save_png", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        sample.main([str(gan_run), "--folder", str(tmp_path / "out"), "-n", "5"])
+        cli_sample.main([str(gan_run), "--folder", str(tmp_path / "out"), "-n", "5"])
     # Each write went to a hidden .tmp name, which gansuite-eval skips even if a kill left it behind.
     assert all(p.name.startswith(".") and p.suffix == ".tmp" for p in written)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.png", "00001.png"]
@@ -178,7 +181,7 @@ def test_an_interrupted_folder_leaves_only_complete_pngs(gan_run, tmp_path, monk
 
 
 def test_interpolation_rows_walk_between_two_draws(gan_run, tmp_path):
-    module, *_ = sample.load_module(gan_run)
+    module, *_ = config_loading.load_module(gan_run)
     rows, steps = 3, 5
     path = sample.interpolation_inputs(module, rows, steps, seed=0).reshape(rows, steps, -1)
     ends = module.make_inputs(2 * rows, torch.Generator().manual_seed(0))
@@ -187,7 +190,7 @@ def test_interpolation_rows_walk_between_two_draws(gan_run, tmp_path):
     assert_close(path[:, 2], slerp(ends[:rows], ends[rows:], 0.5), rtol=0, atol=0)
     linear = sample.interpolation_inputs(module, rows, steps, seed=0, spherical=False).reshape(rows, steps, -1)
     assert_close(linear[:, 2], (ends[:rows] + ends[rows:]) / 2, rtol=1e-6, atol=1e-6)
-    sample.main([str(gan_run), "--interpolate", str(tmp_path / "walk.png"), "--rows", "3", "--steps", "5"])
+    cli_sample.main([str(gan_run), "--interpolate", str(tmp_path / "walk.png"), "--rows", "3", "--steps", "5"])
     with Image.open(tmp_path / "walk.png") as image:
         assert image.size == (5 * 30 + 2, 3 * 30 + 2)
 
@@ -223,31 +226,31 @@ def requested_labels(monkeypatch) -> list[torch.Tensor]:
 
 
 def test_conditional_grid_has_one_class_per_column(cgan_run, tmp_path, requested_labels):
-    sample.main([str(cgan_run), "--grid", str(tmp_path / "all.png"), "-n", "20"])
+    cli_sample.main([str(cgan_run), "--grid", str(tmp_path / "all.png"), "-n", "20"])
     assert torch.equal(requested_labels[-1], torch.arange(20) % 10)
     with Image.open(tmp_path / "all.png") as image:
         assert image.size == (10 * 30 + 2, 2 * 30 + 2)  # 10 columns: class k in column k
-    sample.main([str(cgan_run), "--grid", str(tmp_path / "three.png"), "-n", "6", "--classes", "0,1,2"])
+    cli_sample.main([str(cgan_run), "--grid", str(tmp_path / "three.png"), "-n", "6", "--classes", "0,1,2"])
     assert torch.equal(requested_labels[-1], torch.tensor([0, 1, 2, 0, 1, 2]))
     with Image.open(tmp_path / "three.png") as image:
         assert image.size == (3 * 30 + 2, 2 * 30 + 2)
-    sample.main([str(cgan_run), "--folder", str(tmp_path / "sevens"), "-n", "5", "--classes", "7",
+    cli_sample.main([str(cgan_run), "--folder", str(tmp_path / "sevens"), "-n", "5", "--classes", "7",
                  "--batch-size", "2"])
     assert torch.equal(torch.cat(requested_labels[-3:]), torch.full((5,), 7))
     assert sorted(p.name for p in (tmp_path / "sevens").iterdir()) == [f"{i:05d}_class7.png" for i in range(5)]
     # Without --classes a folder asks for the evaluation's labels: classes in turn within each batch.
-    sample.main([str(cgan_run), "--folder", str(tmp_path / "all"), "-n", "10", "--batch-size", "4"])
-    module, *_ = sample.load_module(cgan_run)
+    cli_sample.main([str(cgan_run), "--folder", str(tmp_path / "all"), "-n", "10", "--batch-size", "4"])
+    module, *_ = config_loading.load_module(cgan_run)
     stream = Evaluator.inputs(SimpleNamespace(seed=0, num_samples=10, batch_size=4), module)
     # The folder made 3 generator calls; the last call recorded is load_module's own dry run.
     assert torch.equal(torch.cat(requested_labels[-4:-1]), torch.cat([y for _, y in stream]))
 
 
 def test_conditional_interpolation_keeps_one_label_per_row(cgan_run, tmp_path, requested_labels):
-    sample.main([str(cgan_run), "--interpolate", str(tmp_path / "walk.png"), "--rows", "3", "--steps", "4",
+    cli_sample.main([str(cgan_run), "--interpolate", str(tmp_path / "walk.png"), "--rows", "3", "--steps", "4",
                  "--classes", "4,9"])
     assert torch.equal(requested_labels[-1], torch.tensor([4] * 4 + [9] * 4 + [4] * 4))
-    sample.main([str(cgan_run), "--interpolate", str(tmp_path / "walk.png"), "--rows", "3", "--steps", "4"])
+    cli_sample.main([str(cgan_run), "--interpolate", str(tmp_path / "walk.png"), "--rows", "3", "--steps", "4"])
     assert torch.equal(requested_labels[-1], torch.tensor([0] * 4 + [1] * 4 + [2] * 4))
 
 
@@ -309,7 +312,7 @@ def test_codes_need_an_infogan_checkpoint(gan_run, tmp_path, capsys):
 ])
 def test_bad_options_fail_before_loading_anything(argv, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sample, "load_module", lambda *a, **k: pytest.fail("loaded the checkpoint"))
+    monkeypatch.setattr(cli_sample, "load_module", lambda *a, **k: pytest.fail("loaded the checkpoint"))
     _fails(capsys, [str(tmp_path / "no-such-run"), *argv], *words)
     assert not list(tmp_path.iterdir())
 
@@ -345,13 +348,13 @@ def test_translate_upscales_a_folder_and_writes_comparisons(sr_run, tmp_path, ca
     (tmp_path / "in").mkdir()
     save_image(torch.rand(1, 1, 28, 36), tmp_path / "in" / "wide.png")
     save_image(torch.rand(1, 1, 20, 20), tmp_path / "in" / "small.png")
-    sample.main([str(sr_run), "--translate", str(tmp_path / "in"), "--out", str(tmp_path / "up")])
+    cli_sample.main([str(sr_run), "--translate", str(tmp_path / "in"), "--out", str(tmp_path / "up")])
     with Image.open(tmp_path / "up" / "wide.png") as im:
         assert im.size == (4 * 36, 4 * 28)  # every image at its own size, x4
     with Image.open(tmp_path / "up" / "small_compare.png") as im:
         assert im.size == (2 * 82 + 2, 84)  # input (enlarged) | output, 2 px padding
     # --from-hr: the images are targets; their 4x smaller versions go in and the targets sit on the right.
-    sample.main([str(sr_run), "--translate", str(tmp_path / "in"), "--out", str(tmp_path / "hr"), "--from-hr"])
+    cli_sample.main([str(sr_run), "--translate", str(tmp_path / "in"), "--out", str(tmp_path / "hr"), "--from-hr"])
     with Image.open(tmp_path / "hr" / "wide.png") as im:
         assert im.size == (36, 28)
     with Image.open(tmp_path / "hr" / "wide_compare.png") as im:
@@ -371,23 +374,23 @@ def test_grid_never_replaces_a_file_gansuite_did_not_write(gan_run, tmp_path, ca
     checkpoint = gan_run / "checkpoints" / "last.ckpt"
     before = checkpoint.read_bytes()
     with pytest.raises(SystemExit) as exited:
-        sample.main([str(gan_run), "--grid", str(checkpoint), "-n", "4"])
+        cli_sample.main([str(gan_run), "--grid", str(checkpoint), "-n", "4"])
     assert exited.value.code == 2 and checkpoint.read_bytes() == before
     err = capsys.readouterr().err.strip()
     assert err == (f"gansuite-sample: error: --grid {checkpoint} already exists and was not written by gansuite; "
                    "pass a new path, or --overwrite to replace it.")
     grid = tmp_path / "grid.png"
-    sample.main([str(gan_run), "--grid", str(grid), "-n", "4"])
-    sample.main([str(gan_run), "--grid", str(grid), "-n", "9"])  # its own grid: replaced without asking
+    cli_sample.main([str(gan_run), "--grid", str(grid), "-n", "4"])
+    cli_sample.main([str(gan_run), "--grid", str(grid), "-n", "9"])  # its own grid: replaced without asking
     with Image.open(grid) as image:
         assert image.text["Software"] == "gansuite"
     training_grid = tmp_path / "step_000002.png"  # the training run's grid is gansuite's too: redrawn in place
     shutil.copy2(gan_run / "samples" / "step_000002.png", training_grid)
-    sample.main([str(gan_run), "--grid", str(training_grid), "--seed", "1234"])
+    cli_sample.main([str(gan_run), "--grid", str(training_grid), "--seed", "1234"])
     foreign = tmp_path / "figure.png"
     Image.new("RGB", (4, 4)).save(foreign)
     with pytest.raises(SystemExit):
-        sample.main([str(gan_run), "--interpolate", str(foreign)])
-    sample.main([str(gan_run), "--grid", str(foreign), "-n", "4", "--overwrite"])
+        cli_sample.main([str(gan_run), "--interpolate", str(foreign)])
+    cli_sample.main([str(gan_run), "--grid", str(foreign), "-n", "4", "--overwrite"])
     with Image.open(foreign) as image:
         assert image.size != (4, 4)

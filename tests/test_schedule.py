@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from gansuite.data import Mixture2D
+from gansuite.data.points import Mixture2D
 from gansuite.errors import NonFiniteLossError
 from gansuite.losses import Objective, bce_d, nonsaturating_g, wasserstein_d, wasserstein_g
-from gansuite.models import gan
-from gansuite.models.base import UnconditionalGAN, ema_update
+from gansuite.models.gan import UnconditionalGAN
+from gansuite.models.schedule import ema_update
+from gansuite.nets import mlp as gan
 from gansuite.regularizers import GradientPenalty
 
 

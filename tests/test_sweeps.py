@@ -22,14 +22,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep
 from omegaconf import OmegaConf
 
-from gansuite import compare
-from gansuite import train as train_module
+from gansuite.cli import compare
+from gansuite.cli import train as cli_train
+from gansuite.config.keys import CONF_DIR
 from gansuite.errors import NonFiniteLossError
-from gansuite.evaluation import EvalCallback
-from gansuite.logging import sweep_group
+from gansuite.metrics.eval_callback import EvalCallback
 from gansuite.metrics.fidelity import count_tag
-from gansuite.sweeps import in_multirun, objective
-from gansuite.train import CONF_DIR
+from gansuite.training import run as train_module
+from gansuite.training.logging import sweep_group
+from gansuite.training.sweeps import in_multirun, objective
 
 from .conftest import make_cfg
 
@@ -51,20 +52,20 @@ jobs: list[dict] = []  # what each job of the last in-process sweep saw
 
 def run_app(monkeypatch, *argv: str) -> None:
     """``gansuite-train *argv`` in this process (a subprocess would spend most of its time importing):
-    gansuite.train.main itself, with each job's W&B group and multirun flag recorded."""
+    gansuite.cli.train.main itself, with each job's W&B group and multirun flag recorded."""
     jobs.clear()
-    train = train_module.train
+    train = cli_train.train  # what the command calls: training.run.train, or a test's stand-in for it
 
     def recording_train(cfg, **kwargs):
         jobs.append({"group": sweep_group(), "multirun": in_multirun()})
         return train(cfg, **kwargs)
 
-    monkeypatch.setattr(train_module, "train", recording_train)
+    monkeypatch.setattr(cli_train, "train", recording_train)
     monkeypatch.setattr(sys, "argv", ["gansuite-train", *argv])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets gain nothing from threads, and lose much on a busy machine
     try:
-        train_module.main()
+        cli_train.main()
     finally:
         torch.set_num_threads(threads)
         GlobalHydra.instance().clear()
@@ -146,7 +147,7 @@ def test_optuna_sweep_reports_the_trial_with_the_lowest_best_fid(tmp_path, monke
             raise NonFiniteLossError("train/d_loss became nan at step 1")
         return train(cfg, **kwargs)
 
-    monkeypatch.setattr(train_module, "train", second_trial_diverges)
+    monkeypatch.setattr(cli_train, "train", second_trial_diverges)
     sweep_dir = tmp_path / "optuna"
     run_app(monkeypatch, "-m", "-cd", str(SWEEPS), "-cn", "optuna_fid", *TINY_FID, "hydra.sweeper.n_trials=3",
             f"hydra.sweep.dir={sweep_dir}")
@@ -300,7 +301,7 @@ def test_slurm_launcher_reserves_what_the_trainer_uses(tmp_path, monkeypatch):
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
                                   if k not in ("submitit_folder", "max_num_timeout")})
-    script = executor._executor._make_submission_file_text("python -m gansuite.train", "uid")
+    script = executor._executor._make_submission_file_text("python -m gansuite.cli.train", "uid")
     for line in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --time=1440"):
         assert line in script.splitlines()

@@ -10,19 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from gansuite.callbacks import measure_pairs
+from gansuite.config.build import build
+from gansuite.data.pairs import EdgesToDigits, PairedFolder, digit_edges
+from gansuite.data.superres import SuperResolution
+from gansuite.data.unpaired import DigitStyles, UnpairedFolders
 from gansuite.errors import ConfigError
 from gansuite.metrics.paired import bicubic_downsample
-from gansuite.models import srgan
-from gansuite.pairs import (
-    DigitStyles,
-    EdgesToDigits,
-    PairedFolder,
-    SuperResolution,
-    UnpairedFolders,
-    digit_edges,
-)
-from gansuite.train import build, train
+from gansuite.nets import srresnet as srgan
+from gansuite.training.run import train
+from gansuite.training.translation import measure_pairs
 
 from .conftest import assert_trained, make_cfg
 
@@ -214,7 +210,7 @@ def test_srgan_starts_from_an_srresnet_run(tmp_path):
     cfg = make_cfg(tmp_path / "srgan", "model=srgan", "data=sr_mnist", "loss=nonsaturating", "trainer.max_steps=1",
                    "model.module.content_loss.kind=mse", f"model.init_generator={tmp_path / 'srresnet'}")
     datamodule, module = build(cfg)
-    from gansuite.train import init_generator
+    from gansuite.config.build import init_generator
 
     init_generator(module, str(tmp_path / "srresnet"))
     for name, p in first["module"].generator.state_dict().items():
@@ -269,7 +265,7 @@ def test_measure_cycle_of_identity_generators_is_zero_and_reads_classes(tmp_path
         heldout_b = torch.zeros(3, 1, 4, 4)
         labels_a = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 0])  # 8 of 10 match the pixel
 
-    from gansuite.callbacks import measure_cycle
+    from gansuite.training.translation import measure_cycle
 
     record = measure_cycle(Identity(), Data(), FirstPixel())
     assert record["values"]["cycle_l1_a"] == 0.0 and record["values"]["cycle_l1_b"] == 0.0
@@ -309,7 +305,7 @@ def test_image_to_image_resume_is_bit_exact(tmp_path, model, data, extra):
 
 
 def test_paired_flips_show_every_pair_both_ways():
-    from gansuite.pairs import _Pairs
+    from gansuite.data.pairs import _Pairs
 
     a = torch.arange(2 * 3 * 3, dtype=torch.float32).view(2, 1, 3, 3)
     pairs = _Pairs(a, -a, flip=True)
@@ -321,7 +317,7 @@ def test_paired_flips_show_every_pair_both_ways():
 
 def test_fid_of_translations_goes_through_the_evaluation(tmp_path, inception_weights):
     """eval.extractor=inception on image pairs: G's outputs for held-out sources against the target domain."""
-    from gansuite.evaluation import make_evaluator
+    from gansuite.metrics.eval_callback import make_evaluator
 
     cfg = make_cfg(tmp_path, "model=pix2pix", "data=edges2digits", "data.heldout_size=20")
     datamodule, module = build(cfg)

