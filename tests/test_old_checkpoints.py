@@ -55,3 +55,12 @@ def test_old_checkpoints_resume_from_their_own_config(tmp_path, monkeypatch):
         assert gansuite_train_in_process(monkeypatch, run_dir, f"resume={copy}",
                                          f"trainer.max_steps={steps}") == 0
         assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["gansuite_step"] == steps
+
+
+def test_every_renamed_target_is_allowed_where_it_lives_now_and_never_renamed_again():
+    from gansuite.config.renamed import RENAMED
+    from gansuite.config.security import CLASS_MODULES, RESUMED_CLASS_MODULES, is_allowed
+
+    assert not set(RENAMED.values()) & set(RENAMED)  # a current target is never taken for an old one
+    refused = [new for new in RENAMED.values() if not is_allowed(new, CLASS_MODULES + RESUMED_CLASS_MODULES)]
+    assert not refused, refused

@@ -1,6 +1,7 @@
 """Value checks on the composed config that Hydra cannot make, each failing with one sentence naming its key.
 
-Positive rates, sizes and counts, ``ema_decay`` in [0, 1), optimizer betas in [0, 1), and a CUDA
+Types of the keys gansuite reads directly come from their schemas (:mod:`gansuite.config.schema`); here:
+positive rates, sizes and counts, ``ema_decay`` in [0, 1), optimizer betas in [0, 1), and a CUDA
 accelerator only where torch sees a GPU: checked before anything is built, so a bad value fails at
 start-up, not at the first step.
 """
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from gansuite.config.schema import check as check_schemas
 from gansuite.errors import ConfigError
 
 
@@ -29,7 +31,9 @@ def _positive(cfg: DictConfig, key: str, integer: bool = False) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Value checks that Hydra's composition cannot make, each failing with one sentence."""
+    """Value checks that Hydra's composition cannot make, each failing with one sentence: the types of the
+    trainer, evaluation and run keys (their schemas), then the ranges no type can say."""
+    check_schemas(cfg)
     for key in ("model.g_optimizer.lr", "model.d_optimizer.lr", "model.module.grad_clip"):
         _positive(cfg, key)
     for key in ("trainer.max_steps", "trainer.checkpoint_every", "trainer.log_every_n_steps", "data.batch_size",
@@ -39,10 +43,6 @@ def validate(cfg: DictConfig) -> None:
     decay = OmegaConf.select(cfg, "model.module.ema_decay")
     if decay is not None and not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
         raise ConfigError(f"model.module.ema_decay must be in [0, 1) (got {decay!r}); use 0.999, or null for no EMA.")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed must be an integer (got {cfg.seed!r}); set seed=0 or another integer.")
-    if not isinstance(cfg.trainer.deterministic, bool):
-        raise ConfigError(f"trainer.deterministic must be true or false (got {cfg.trainer.deterministic!r}).")
     for net in ("g", "d"):
         key = f"model.{net}_optimizer.betas"
         betas = OmegaConf.select(cfg, key)
