@@ -71,7 +71,7 @@ class SyncCounter(TorchDispatchMode):
         """Whether a conversion is of a tensor that stays on the CPU in a GPU run (else: note where it came from)."""
         stack = traceback.extract_stack()[:-2]
         if tensor.device.type == "cpu" and any(f"torch{os.sep}optim{os.sep}" in f.filename or
-                                               f.filename.endswith(f"gansuite{os.sep}data.py") for f in stack):
+                                               f"gansuite{os.sep}data{os.sep}" in f.filename for f in stack):
             return True
         frame = next((f for f in reversed(stack) if f"{os.sep}torch{os.sep}" not in f.filename
                       and "host_syncs.py" not in f.filename), None)

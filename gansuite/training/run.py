@@ -1,7 +1,8 @@
-"""``gansuite-train``: compose a run from ``conf/``, build everything, train.
+"""Train the run a composed config describes: the Trainer, its strategy, precision, logger and callbacks.
 
-This file is the edge: the only place that reads the config and calls
-``hydra.utils.instantiate``. Everything below it receives built objects.
+With :mod:`gansuite.config.build` this is the edge: the places that read the config and call
+``hydra.utils.instantiate`` (here for the trainer's own groups: strategy, logger, callbacks). Everything
+below receives built objects.
 """
 
 from __future__ import annotations
