@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from gansuite.errors import ConfigError
@@ -94,3 +95,19 @@ def check_output(path: Path, option: str, overwrite: bool) -> None:
         raise ConfigError(f"{option} {path} already exists and was not written by gansuite; pass a new path, "
                           "or --overwrite to replace it.")
     check_writable(path, option)
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
+
+    The temporary name ends in ``.tmp`` so a crash mid-write never leaves a file that looks
+    like a finished PNG, and ``os.replace`` within one folder is atomic on POSIX and Windows.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

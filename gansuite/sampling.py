@@ -64,7 +64,7 @@ def slerp(a: Tensor, b: Tensor, t: float | Tensor) -> Tensor:
     return out.to(dtype)
 
 
-def _gaussian_latent(module: Any) -> bool:
+def gaussian_latent(module: Any) -> bool:
     """Whether the module's generator input is z ~ N(0, I) alone (then slerp is the right path).
 
     In D dimensions Gaussian z lies near the shell |z| = sqrt(D); the midpoint of a straight line
@@ -149,7 +149,7 @@ def interpolation_inputs(module: Any, rows: int, steps: int, seed: int, classes:
     """
     ends = module.make_inputs(2 * rows, torch.Generator().manual_seed(seed))
     if spherical is None:
-        spherical = _gaussian_latent(module)
+        spherical = gaussian_latent(module)
     parts = ends if isinstance(ends, (tuple, list)) else (ends,)
     walked = []
     for x in parts:
@@ -189,8 +189,7 @@ def _sample(module: Any, inputs: Any, ema: bool, batch_size: int) -> Tensor:
 
 def _write_grid(samples: Tensor, path: Path, nrow: int) -> Path:
     from gansuite.data.base import denormalize
-    from gansuite.outputs import save_png
-    from gansuite.training.callbacks import atomic_path
+    from gansuite.outputs import atomic_path, save_png
 
     with atomic_path(path) as tmp:
         save_png(denormalize(samples), tmp, nrow=nrow)
@@ -222,8 +221,7 @@ def save_folder(module: Any, folder: str | Path, n: int, seed: int = 0, batch_si
     written under a hidden ``.tmp`` name and renamed, so a killed run leaves only complete images.
     """
     from gansuite.data.base import denormalize
-    from gansuite.outputs import save_png
-    from gansuite.training.callbacks import atomic_path
+    from gansuite.outputs import atomic_path, save_png
 
     folder = Path(folder)
     width = max(5, len(str(n - 1)))
@@ -272,10 +270,10 @@ def save_code_grids(module: Any, out_dir: str | Path, rows: int = 8, steps: int 
 # ------------------------------------------------------------------------------------ image-to-image
 def _read_image(path: Path, channels: int) -> Tensor:
     """An image file as (1, C, H, W) in [-1, 1]."""
-    from gansuite.data.base import _to_signed
+    from gansuite.data.base import to_signed
     from gansuite.data.folders import read_u8
 
-    return _to_signed(read_u8(path, channels, key="--translate")[None])
+    return to_signed(read_u8(path, channels, key="--translate")[None])
 
 
 def save_translations(module: Any, in_dir: str | Path, out_dir: str | Path, *, direction: str = "a2b",
@@ -295,8 +293,7 @@ def save_translations(module: Any, in_dir: str | Path, out_dir: str | Path, *, d
     from gansuite.data.base import denormalize
     from gansuite.data.folders import IMAGE_SUFFIXES
     from gansuite.metrics.paired import bicubic_downsample
-    from gansuite.outputs import save_png
-    from gansuite.training.callbacks import atomic_path
+    from gansuite.outputs import atomic_path, save_png
     from gansuite.training.translation import to_canvas
 
     cycle = hasattr(module, "translate")

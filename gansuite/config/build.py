@@ -25,7 +25,7 @@ from gansuite.training.checkpointing import (
 log = logging.getLogger("gansuite")
 
 
-def _build(key: str, node: Any, objects: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+def build_node(key: str, node: Any, objects: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     """instantiate(node), reporting a failure as one sentence that names the config key.
 
     ``objects`` are built Python objects passed to the constructor as they are. (Passed to
@@ -59,7 +59,7 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
     and gansuite-eval, which train nothing, skip that.
     """
     validate(cfg)
-    datamodule = _build("data", cfg.data)
+    datamodule = build_node("data", cfg.data)
     if hasattr(datamodule, "check"):
         datamodule.check()
     if cfg.model.get("conditional") and datamodule.num_classes is None:
@@ -86,10 +86,10 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
     classes = {"num_classes": datamodule.num_classes} if cfg.model.get("conditional") else {}
     if have:
         classes["source_shape"] = tuple(datamodule.source_shape)
-    generator = _build("model.generator", cfg.model.generator, shape=shape, **classes)
+    generator = build_node("model.generator", cfg.model.generator, shape=shape, **classes)
     discriminator = None
     if cfg.model.discriminator is not None:
-        discriminator = _build("model.discriminator", cfg.model.discriminator, shape=shape, **classes)
+        discriminator = build_node("model.discriminator", cfg.model.discriminator, shape=shape, **classes)
     for key, net in (("model.generator", generator), ("model.discriminator", discriminator)):
         empty = next((name for name, p in (net.named_parameters() if net is not None else ()) if p.numel() == 0), None)
         if empty is not None:
@@ -103,21 +103,21 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
             f"data.batch_size={datamodule.batch_size} does not divide into groups of model.discriminator.pack={pack}; "
             f"set data.batch_size to a multiple of {pack}."
         )
-    regularizer = _build("loss.regularizer.fn", cfg.loss.regularizer.fn) if cfg.loss.regularizer.fn else None
+    regularizer = build_node("loss.regularizer.fn", cfg.loss.regularizer.fn) if cfg.loss.regularizer.fn else None
     parts = dict(
         generator=generator,
         discriminator=discriminator,
-        g_optimizer=_build("model.g_optimizer", cfg.model.g_optimizer),
-        d_optimizer=_build("model.d_optimizer", cfg.model.d_optimizer) if cfg.model.d_optimizer else None,
-        g_scheduler=_build("model.g_scheduler", cfg.model.g_scheduler) if cfg.model.g_scheduler else None,
-        d_scheduler=_build("model.d_scheduler", cfg.model.d_scheduler) if cfg.model.d_scheduler else None,
-        objective=_build("loss.objective", cfg.loss.objective),
+        g_optimizer=build_node("model.g_optimizer", cfg.model.g_optimizer),
+        d_optimizer=build_node("model.d_optimizer", cfg.model.d_optimizer) if cfg.model.d_optimizer else None,
+        g_scheduler=build_node("model.g_scheduler", cfg.model.g_scheduler) if cfg.model.g_scheduler else None,
+        d_scheduler=build_node("model.d_scheduler", cfg.model.d_scheduler) if cfg.model.d_scheduler else None,
+        objective=build_node("loss.objective", cfg.loss.objective),
         regularizer=regularizer,
         reg_every=cfg.loss.regularizer.every,
         n_critic=cfg.loss.n_critic,
         **classes,
     )
-    module = _build("model.module", cfg.model.module, objects=parts)
+    module = build_node("model.module", cfg.model.module, objects=parts)
     _dry_run(cfg, module, shape)
     return datamodule, module
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from gansuite.config.renamed import current_targets
 from gansuite.errors import ConfigError
 
 
@@ -23,6 +24,7 @@ def stored_config(checkpoint: dict[str, Any], path: Path) -> Any:
     stored = checkpoint.get("gansuite_config")
     if not stored:
         raise ConfigError(f"{path} holds no gansuite config; pass a checkpoint written by gansuite-train.")
+    current_targets(stored)  # where the classes an older version named live now
     check_targets(stored, path)  # before anything the config names is called
     return OmegaConf.create(stored)
 

@@ -21,9 +21,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from gansuite.errors import ConfigError
 
 # Held-out splits are drawn with this constant, not with `seed`, so every run is scored on the same images.
-_SPLIT_SEED = 20240229
+SPLIT_SEED = 20240229
 # Purposes mixed into generator seeds so that streams drawn from the same `seed` are independent.
-_STREAM, _TRAIN_DRAW, _HELDOUT_DRAW, _TRAIN_SUBSET = 0, 1, 2, 3
+STREAM, TRAIN_DRAW, HELDOUT_DRAW, TRAIN_SUBSET = 0, 1, 2, 3
+CROPS, PARTNERS = 11, 12  # super-resolution crop positions and flips; unpaired partners
 
 
 def denormalize(x: Tensor) -> Tensor:
@@ -31,7 +32,7 @@ def denormalize(x: Tensor) -> Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
-def _generator(*keys: int) -> torch.Generator:
+def seeded_generator(*keys: int) -> torch.Generator:
     # SeedSequence mixes the keys, so (seed, pass) pairs never collide the way seed + pass would.
     hi, lo = np.random.SeedSequence([k % 2**64 for k in keys]).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(hi) << 32 | int(lo))
@@ -64,12 +65,12 @@ class InfiniteSampler(Sampler[int]):
         # Skipping costs one permutation, whatever the skip length.
         p, offset = divmod(start, self.size)
         while True:
-            perm = torch.randperm(self.size, generator=_generator(self.seed, _STREAM, p))
+            perm = torch.randperm(self.size, generator=seeded_generator(self.seed, STREAM, p))
             yield from perm[offset:].tolist()
             p, offset = p + 1, 0
 
 
-def _to_signed(x: Tensor, resolution: int | None = None) -> Tensor:
+def to_signed(x: Tensor, resolution: int | None = None) -> Tensor:
     """uint8 images -> float32 in [-1, 1], resized (bilinear, antialiased) to ``resolution`` if given."""
     x = x.float().div_(127.5).sub_(1)
     if resolution is not None and x.numel() and tuple(x.shape[-2:]) != (resolution, resolution):
@@ -222,7 +223,7 @@ class GANDataModule(L.LightningDataModule):
         self.setup()
         size = len(self._train)
         k = size if n is None else min(n, size)
-        order = torch.randperm(size, generator=_generator(_SPLIT_SEED, _TRAIN_SUBSET))
+        order = torch.randperm(size, generator=seeded_generator(SPLIT_SEED, TRAIN_SUBSET))
         return self._take(self._train, order[:k].tolist())
 
     def _take(self, ds: Dataset, indices) -> tuple[Tensor, Tensor]:
@@ -235,15 +236,15 @@ class GANDataModule(L.LightningDataModule):
         return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 
 
-def _check_resolution(resolution: int, allowed: tuple[int, ...]) -> None:
+def check_resolution(resolution: int, allowed: tuple[int, ...]) -> None:
     if resolution not in allowed:
         choices = ", ".join(map(str, allowed))
         raise ConfigError(f"data.resolution: {resolution!r} is not supported; use one of {choices}.")
 
 
-def _stratified_split(y: Tensor, heldout_size: int) -> tuple[Tensor, Tensor]:
+def stratified_split(y: Tensor, heldout_size: int) -> tuple[Tensor, Tensor]:
     """(train, held-out) indices; held-out takes the classes in turn, so any prefix of it is balanced."""
-    perm = torch.randperm(len(y), generator=_generator(_SPLIT_SEED))
+    perm = torch.randperm(len(y), generator=seeded_generator(SPLIT_SEED))
     rank = torch.empty_like(perm)
     for c in y.unique():
         members = perm[y[perm] == c]

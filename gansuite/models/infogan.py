@@ -33,7 +33,7 @@ from torch import Tensor
 
 from gansuite.errors import ConfigError
 from gansuite.models.gan import UnconditionalGAN
-from gansuite.nets.infogan import _check_codes, q_size
+from gansuite.nets.infogan import check_codes, q_size
 
 
 def info_nll(q: Tensor, cat: Tensor, cont: Tensor, categorical: Sequence[int],
@@ -82,7 +82,7 @@ class InfoGAN(UnconditionalGAN):
                  lambda_cat: float = 1.0, lambda_cont: float = 1.0,
                  noise: Literal["uniform", "normal"] = "uniform", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.categorical, self.continuous = _check_codes(categorical, continuous)
+        self.categorical, self.continuous = check_codes(categorical, continuous)
         for key, value in (("lambda_cat", lambda_cat), ("lambda_cont", lambda_cont)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"model.module.{key} must be a number >= 0 (got {value!r}); the paper uses 1.0.")

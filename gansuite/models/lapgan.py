@@ -41,7 +41,8 @@ from torch import Tensor
 from gansuite.errors import ConfigError
 from gansuite.models.schedule import AdversarialModule
 from gansuite.nets.laplacian import downsample, gaussian_pyramid, upsample
-from gansuite.training.callbacks import _PeriodicSamples, atomic_path
+from gansuite.outputs import atomic_path
+from gansuite.training.callbacks import PeriodicSamples
 
 
 # ----------------------------------------------------------------------------- the GAN
@@ -192,10 +193,10 @@ def save_levels(module: LAPGAN, inputs: Sequence[Tensor], path: str | os.PathLik
         save_png(denormalize(grid), tmp, nrow=len(images))
 
 
-class LevelGrid(_PeriodicSamples):
+class LevelGrid(PeriodicSamples):
     """Save :func:`save_levels` of fixed noise as ``samples/levels_step_XXXXXX.png`` every N steps and at the end.
 
-    The schedule, fixed inputs and argument checks are the sample grid's (``_PeriodicSamples``).
+    The schedule, fixed inputs and argument checks are the sample grid's (``PeriodicSamples``).
 
     Args:
         every_n_steps: period in gansuite steps (generator updates).

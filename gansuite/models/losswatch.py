@@ -110,3 +110,6 @@ class LossWatch:
             # "step" as the x-axis of every logger (W&B shows it as trainer/global_step): gansuite steps, the unit
             # of max_steps, checkpoint names and sample grids.
             connector.log_metrics(logged, step=step)
+
+    def on_train_start(self) -> None:
+        self._unchecked_from = self.step  # a resumed run checks from where it resumed

@@ -12,7 +12,8 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from gansuite.errors import ConfigError
-from gansuite.nets.patchgan import PatchDiscriminator, init_gaussian
+from gansuite.nets.init import init_gaussian
+from gansuite.nets.patchgan import PatchDiscriminator
 
 DOWNSAMPLING = 2  # d128, d256: the generator works at 1/4 of the image size
 
@@ -38,7 +39,7 @@ def _check_images(shape: tuple[int, ...] | None, source_shape: tuple[int, ...] |
                           "set data.resolution to a multiple of 4 such as 128 or 256.")
 
 
-def _non_negative_int(value: Any, key: str, advice: str, minimum: int = 0) -> None:
+def non_negative_int(value: Any, key: str, advice: str, minimum: int = 0) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         kind = "a positive integer" if minimum > 0 else "a non-negative integer"
         raise ConfigError(f"{key} must be {kind} (got {value!r}); {advice}")
@@ -74,8 +75,8 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         source_shape = shape if source_shape is None else source_shape
         _check_images(tuple(shape), tuple(source_shape), "model.generator")
-        _non_negative_int(width, "model.generator.width", "the paper uses 64.", minimum=1)
-        _non_negative_int(n_blocks, "model.generator.n_blocks", "the paper uses 9 at 256 px and 6 at 128 px.")
+        non_negative_int(width, "model.generator.width", "the paper uses 64.", minimum=1)
+        non_negative_int(n_blocks, "model.generator.n_blocks", "the paper uses 9 at 256 px and 6 at 128 px.")
 
         def down(c_in: int, c_out: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, 2, 1), nn.InstanceNorm2d(c_out), nn.ReLU(True)]

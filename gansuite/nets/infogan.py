@@ -19,7 +19,7 @@ from gansuite.nets import dcgan
 from gansuite.nets.init import normal_init
 
 
-def _check_codes(categorical: Sequence[int], continuous: int) -> tuple[list[int], int]:
+def check_codes(categorical: Sequence[int], continuous: int) -> tuple[list[int], int]:
     categorical = list(categorical)
     if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in categorical):
         raise ConfigError(f"model.categorical must be a list of category counts >= 2 (got {categorical!r}); "
@@ -63,7 +63,7 @@ class Generator(nn.Module):
     def __init__(self, *, shape: tuple[int, ...], latent_dim: int = 62, categorical: Sequence[int] = (10,),
                  continuous: int = 2, width: int = 64, hidden: int = 1024) -> None:
         super().__init__()
-        categorical, continuous = _check_codes(categorical, continuous)
+        categorical, continuous = check_codes(categorical, continuous)
         self.input_dim = latent_dim + sum(categorical) + continuous
         if hidden:
             self.fc = _init_fc(nn.Sequential(nn.Linear(self.input_dim, hidden, bias=False), nn.BatchNorm1d(hidden),
@@ -108,7 +108,7 @@ class Discriminator(nn.Module):
         leak: float = 0.1,
     ) -> None:
         super().__init__()
-        categorical, continuous = _check_codes(categorical, continuous)
+        categorical, continuous = check_codes(categorical, continuous)
         self.q_size = q_size(categorical, continuous, cont_std)
         convs = dcgan.Discriminator(shape=shape, width=width, norm=norm, spectral_norm=spectral_norm)
         dcgan_head = convs.net[-1]

@@ -17,3 +17,9 @@ def normal_init(module: nn.Module, layers: tuple[type[nn.Module], ...], norms: t
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
     return module
+
+
+def init_gaussian(module: nn.Module) -> None:
+    """The pix2pix / CycleGAN authors' init (DCGAN's): N(0, 0.02) conv weights and zero biases,
+    N(1, 0.02) batch-norm scales and zero shifts."""
+    normal_init(module, (nn.Conv2d, nn.ConvTranspose2d), (nn.BatchNorm2d,))

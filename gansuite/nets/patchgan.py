@@ -15,13 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from gansuite.errors import ConfigError
-from gansuite.nets.init import normal_init
-
-
-def init_gaussian(module: nn.Module) -> None:
-    """The pix2pix / CycleGAN authors' init (DCGAN's): N(0, 0.02) conv weights and zero biases,
-    N(1, 0.02) batch-norm scales and zero shifts."""
-    normal_init(module, (nn.Conv2d, nn.ConvTranspose2d), (nn.BatchNorm2d,))
+from gansuite.nets.init import init_gaussian
 
 
 def receptive_field(n_layers: int) -> int:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gansuite.errors import ConfigError
-from gansuite.nets.patchgan import init_gaussian
+from gansuite.nets.init import init_gaussian
 
 DROPOUT_BLOCKS = 3  # the paper's decoder: CD512-CD512-CD512-C512-...
 

@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from gansuite.data.base import denormalize
 from gansuite.errors import ConfigError
 from gansuite.metrics.modes import ModeStats, mode_metrics
+from gansuite.outputs import atomic_path
 from gansuite.training.logging import record as history
 from gansuite.training.logging import run_folder
 
@@ -30,30 +31,14 @@ __all__ = ["SampleGrid", "Scatter2D"]
 
 
 @contextmanager
-def _private_rng(seed: int):
+def private_rng(seed: int):
     """Run the block on torch's RNGs seeded with ``seed``, then put their states back."""
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
         torch.manual_seed(seed)
         yield
 
 
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
-
-    The temporary name ends in ``.tmp`` so a crash mid-write never leaves a file that looks
-    like a finished PNG, and ``os.replace`` within one folder is atomic on POSIX and Windows.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-class _EveryNSteps(L.Callback):
+class EveryNSteps(L.Callback):
     """Call ``_snapshot(trainer, module, step)`` every N gansuite steps and once more at the end of training."""
 
     config_key = ""  # the entry in conf/callbacks/default.yaml, for error messages
@@ -90,7 +75,7 @@ class _EveryNSteps(L.Callback):
         raise NotImplementedError
 
 
-class _PeriodicSamples(_EveryNSteps):
+class PeriodicSamples(EveryNSteps):
     """Generate from fixed inputs every N gansuite steps and at the end of training; save and log a PNG."""
 
     default_num_samples = 64
@@ -138,7 +123,7 @@ class _PeriodicSamples(_EveryNSteps):
             return
         # A private RNG stream: a generator with noise at sampling time (pix2pix's dropout) draws the
         # same noise in every snapshot, and training's random stream is left as it was (exact resume).
-        with _private_rng(self.seed):
+        with private_rng(self.seed):
             if self._applies is None:
                 # One sample tells images from points without generating the full batch of the wrong kind.
                 probe = pl_module.make_inputs(1, torch.Generator().manual_seed(self.seed))
@@ -171,7 +156,7 @@ def _send_to_loggers(trainer: L.Trainer, path: Path, step: int) -> None:
             logger.experiment.add_image("samples", read_image(str(path), ImageReadMode.RGB), global_step=step)
 
 
-class SampleGrid(_PeriodicSamples):
+class SampleGrid(PeriodicSamples):
     """Save a grid of generated images as ``samples/step_XXXXXX.png`` every N gansuite steps.
 
     Args:
@@ -198,7 +183,7 @@ class SampleGrid(_PeriodicSamples):
         save_png(denormalize(samples), path, nrow=nrow)
 
 
-class Scatter2D(_PeriodicSamples):
+class Scatter2D(PeriodicSamples):
     """Save a scatter plot of generated 2D points over the true mode centres every N gansuite steps.
 
     The centres come from ``trainer.datamodule.means`` (K×2) with a 2σ circle from
@@ -282,10 +267,10 @@ class Scatter2D(_PeriodicSamples):
             "pack": getattr(getattr(module, "discriminator", None), "pack", None),
             "seed": getattr(datamodule, "seed", None),
         }
-        _write_json(Path(trainer.default_root_dir) / "eval" / "modes.json", record)
+        write_json(Path(trainer.default_root_dir) / "eval" / "modes.json", record)
 
 
-def _write_json(path: Path, record: dict[str, Any]) -> None:
+def write_json(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -16,7 +16,6 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from gansuite.config.renamed import current_targets
 from gansuite.errors import ConfigError, DiskFullError
 
 LAST = "last.ckpt"
@@ -205,7 +204,6 @@ def read_checkpoint(path: Path, key: str = "resume") -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "loops" not in checkpoint:
         raise ConfigError(f"{key}: {path} is not a gansuite training checkpoint; pass a .ckpt written by gansuite-train.")
-    current_targets(checkpoint.get("gansuite_config"))
     return checkpoint
 
 

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import threading
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gansuite.config.build import _build, build, init_generator
+from gansuite.config.build import build, build_node, init_generator
 from gansuite.config.validate import validate
 from gansuite.errors import ConfigError
 from gansuite.training.checkpointing import (
@@ -37,25 +36,6 @@ from gansuite.training.logging import save_code_state
 from gansuite.training.precision import PerOptimizerMixedPrecision
 from gansuite.training.rundir import auto_resume
 
-# Lightning warnings that do not apply to gansuite's manual schedule: checkpoints are taken after
-# a whole step by design, and a resumed run writes into its own new run directory.
-warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
-warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
-warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*is deprecated")
-# The EMA generator is kept in eval mode on purpose.
-warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
-
-
-class _QuietLightning(logging.Filter):
-    """Drops Lightning's lines that say nothing to a gansuite user: an advertisement, and "max_steps=N reached"
-    with N in optimizer steps (gansuite prints "step S of S" in its own steps instead)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return not (message.startswith("💡 Tip:") or message.startswith("`Trainer.fit` stopped: `max_steps="))
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QuietLightning())
 log = logging.getLogger("gansuite")
 
 
@@ -106,7 +86,7 @@ def _granted_cores() -> int | None:
 def _strategy_and_precision(cfg: DictConfig) -> tuple[Any, list[Any]]:
     """trainer.strategy (a name or a node with _target_) and the precision plugin 16-mixed needs."""
     node = cfg.trainer.get("strategy", "auto")
-    strategy = _build("trainer.strategy", node) if isinstance(node, DictConfig) and "_target_" in node else node
+    strategy = build_node("trainer.strategy", node) if isinstance(node, DictConfig) and "_target_" in node else node
     plugins = []
     if str(cfg.trainer.precision) in ("16-mixed", "16"):
         # One gradient scaler per optimizer (D and G), not Lightning's shared one.
@@ -191,7 +171,7 @@ def _make_logger(cfg: DictConfig, resume_id: str | None, commit: str | None = No
             kwargs["group"] = group  # the runs of one sweep (Hydra multirun or W&B agent) form one W&B group
         if resume_id:
             kwargs.update(id=resume_id, resume="allow")
-    logger = _build("logger", cfg.logger, **kwargs)
+    logger = build_node("logger", cfg.logger, **kwargs)
     # Lightning always passes wandb.init an "anonymous" value, which wandb warns about on every run.
     if isinstance(getattr(logger, "_wandb_init", None), dict) and logger._wandb_init.get("anonymous") is None:
         logger._wandb_init.pop("anonymous", None)
@@ -244,7 +224,7 @@ def train(cfg: DictConfig, composed_from: dict[str, Any] | None = None) -> dict[
         del checkpoint
 
     # A node without _target_ is a preset's tweak of a callback that callbacks=none turned off.
-    callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items()
+    callbacks = [build_node(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items()
                  if node and "_target_" in node]
     evaluator = make_evaluator(cfg, datamodule)
     if evaluator is not None:

@@ -15,12 +15,12 @@ import lightning as L
 import torch
 
 from gansuite.data.base import denormalize
-from gansuite.training.callbacks import _EveryNSteps, _PeriodicSamples, _private_rng, _write_json
+from gansuite.training.callbacks import EveryNSteps, PeriodicSamples, private_rng, write_json
 from gansuite.training.logging import record as history
 from gansuite.training.logging import run_folder
 
 
-class TranslationGrid(_PeriodicSamples):
+class TranslationGrid(PeriodicSamples):
     """Save rows of input | output | target for an image-to-image model as ``samples/pairs_step_XXXXXX.png``.
 
     The inputs are fixed held-out examples (``make_inputs`` of a paired or unpaired family,
@@ -65,7 +65,7 @@ def to_canvas(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class TranslationMetrics(_EveryNSteps):
+class TranslationMetrics(EveryNSteps):
     """Held-out PSNR, SSIM and L1 of a paired model's outputs, beside a baseline's, every N steps and at the end.
 
     Measures every pair of ``trainer.datamodule.heldout_pairs()`` (for SR from photos: whole
@@ -110,7 +110,7 @@ class TranslationMetrics(_EveryNSteps):
         for logger in trainer.loggers:
             logger.log_metrics({f"val/{k}": v for k, v in record["values"].items()}, step=step)
         history(step, {f"val/{k}": v for k, v in record["values"].items()}, run_folder(pl_module))
-        _write_json(Path(trainer.default_root_dir) / "eval" / f"translation_step_{step:06d}.json", record)
+        write_json(Path(trainer.default_root_dir) / "eval" / f"translation_step_{step:06d}.json", record)
 
 
     def _domain_classifier(self, datamodule: Any):
@@ -164,7 +164,7 @@ def measure_pairs(module: L.LightningModule, pairs: list[tuple[torch.Tensor, tor
 
     sums: dict[str, torch.Tensor] = {}  # on the device, read once at the end
     count, protocol = 0, None
-    with _private_rng(seed):
+    with private_rng(seed):
         for a, b in pairs:
             a, b = a.to(module.device), b.to(module.device)
             out = module.sample((a, b), ema=ema).float()
