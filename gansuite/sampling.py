@@ -1,25 +1,22 @@
-"""``gansuite-sample``: images from a checkpoint: a grid, a folder, interpolations, InfoGAN code sweeps.
+"""What ``gansuite-sample`` writes: grids, folders, interpolations, code sweeps, translations.
 
-    gansuite-sample outputs/2026-11-23/12-00-00 --grid grid.png -n 64          # its checkpoints/last.ckpt
-    gansuite-sample run/checkpoints/best.ckpt --folder samples/ -n 10000       # then: gansuite-eval samples/ data=...
-    gansuite-sample RUN --grid sevens.png --classes 7                          # a conditional model, one class
-    gansuite-sample RUN --interpolate walk.png --rows 8 --steps 10
-    gansuite-sample RUN --codes codes/                                         # InfoGAN: one grid per code
-    gansuite-sample RUN --translate photos/ --out upscaled/ [--from-hr]        # image-to-image models
-
-A checkpoint is rebuilt with the config it was trained with, as ``gansuite-eval`` does. Samples come
-from the EMA generator when the run kept one (``--raw`` for the trained one), on ``--device`` (cpu).
-The same ``--seed`` gives the same files. Every PNG is written to a hidden temporary file and
-renamed into place, so an interrupted run leaves only complete images.
+The library functions behind the command (:mod:`gansuite.cli.sample`), each given a built module:
+:func:`save_grid`, :func:`save_folder`, :func:`save_interpolation` (:func:`slerp` for Gaussian z),
+:func:`save_code_grids` (InfoGAN) and :func:`save_translations` (image-to-image models), and the
+inputs they draw (:func:`grid_inputs`, :func:`folder_inputs`, :func:`interpolation_inputs`). Samples
+come from the EMA generator when the module keeps one (``ema=False`` for the trained one). The same
+``seed`` gives the same files. Every PNG is written to a hidden temporary file and renamed into
+place, so an interrupted run leaves only complete images.
 
 Two equalities make the output comparable with what training wrote:
 
-- ``--grid`` draws its inputs like the training run's sample grid (``make_inputs(n)`` from one seeded
-  generator, one class per column for a conditional model), so ``--seed 1234 -n 64`` (the defaults of
-  ``callbacks.sample_grid``) redraws the run's ``samples/step_*.png`` of that checkpoint.
-- ``--folder`` draws its inputs batch by batch like the evaluation (``eval.seed``, ``eval.batch_size``),
-  so with ``--seed`` and ``--batch-size`` equal to those (0 and 250 by default) the folder holds exactly
-  the samples ``gansuite-eval CHECKPOINT`` measures, and ``gansuite-eval FOLDER data=...`` repeats its numbers.
+- :func:`save_grid` draws its inputs like the training run's sample grid (``make_inputs(n)`` from one
+  seeded generator, one class per column for a conditional model), so ``seed=1234, n=64`` (the
+  defaults of ``callbacks.sample_grid``) redraws the run's ``samples/step_*.png`` of that checkpoint.
+- :func:`save_folder` draws its inputs batch by batch like the evaluation (``eval.seed``,
+  ``eval.batch_size``), so with ``seed`` and ``batch_size`` equal to those (0 and 250 by default) the
+  folder holds exactly the samples ``gansuite-eval CHECKPOINT`` measures, and
+  ``gansuite-eval FOLDER data=...`` repeats its numbers.
 """
 
 from __future__ import annotations
@@ -266,7 +263,6 @@ def save_code_grids(module: Any, out_dir: str | Path, rows: int = 8, steps: int 
     return paths
 
 
-# ------------------------------------------------------------------------------------ checkpoint
 # ------------------------------------------------------------------------------------ image-to-image
 def _read_image(path: Path, channels: int) -> Tensor:
     """An image file as (1, C, H, W) in [-1, 1]."""

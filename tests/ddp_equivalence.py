@@ -5,7 +5,7 @@
 
 Every random draw of a step (z, and the gradient penalty's interpolation weights) is made for the
 whole global batch from a generator keyed by the step, and each rank takes the rows that match the
-data rows it holds (rank r holds rows r, r + world, ...; data.InfiniteSampler). So the only
+data rows it holds (rank r holds rows r, r + world, ...; data.base.InfiniteSampler). So the only
 difference between the runs is how the batch is split over processes, and their final states
 should agree to float rounding.
 """

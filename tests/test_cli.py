@@ -134,9 +134,9 @@ def test_train_log_tells_the_story_of_a_run_and_of_its_failure(tmp_path):
 
 
 def test_gansuite_imports_from_a_folder_holding_a_clone_named_gansuite(tmp_path):
-    # From the clone's parent folder, the clone itself (no __init__.py) is a namespace package named gansuite
-    # whose folders shadow gansuite's (its sweeps/ hid gansuite.sweeps); the editable install must find the real package first
-    # (pyproject: package-dir).
+    # From the clone's parent folder, the clone itself (no __init__.py) is a namespace package named gansuite.
+    # The clone's folders (e.g. its sweeps/) used to shadow the package's modules; the editable install must
+    # find the real package first (pyproject: package-dir).
     (tmp_path / "gansuite" / "training").mkdir(parents=True)
     code = "import gansuite; from gansuite.training.sweeps import in_multirun; print(gansuite.__file__)"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)

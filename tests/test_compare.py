@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from gansuite.cli import compare
-from gansuite.training.logging import record
+from gansuite.history import record
 
 FID = "val/fid_clf_10k"
 COLUMNS = ["step", "train/d_loss", "train/g_loss", FID, "val/is_10k"]

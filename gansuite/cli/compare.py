@@ -39,10 +39,11 @@ __all__ = ["CompareError", "Run", "compare_rows", "find_runs", "format_table", "
 
 # Higher is better for these short names (the metric key without its prefix, sample count and "_clf");
 # everything else (FID, KID, KLs, losses, L1 errors) is better lower. The evaluation's own list,
-# gansuite.metrics.evaluator.HIGHER_IS_BETTER, is part of it (a test checks); not imported, as it brings in torch.
+# gansuite.metrics.results.HIGHER_IS_BETTER, is part of it (a test checks); not imported, as it brings
+# in torch. The image-to-image names are those of gansuite.training.translation.TranslationMetrics.
 HIGHER_IS_BETTER = {"is", "precision", "recall", "cond_acc", "classes_covered", "stacked_modes",  # evaluation
                     "modes", "high_quality",  # 2D mixtures (metrics.modes)
-                    "psnr", "ssim", "class_kept_a2b"}  # image-to-image (callbacks.TranslationMetrics)
+                    "psnr", "ssim", "class_kept_a2b"}  # image-to-image (TranslationMetrics)
 _COUNT = re.compile(r"_\d+k?$")
 
 

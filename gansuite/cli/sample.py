@@ -1,6 +1,20 @@
-"""The ``gansuite-sample`` command line: its options, all checked before a checkpoint is loaded or written.
+"""The ``gansuite-sample`` command line: images from a checkpoint, every option checked before anything runs.
 
-What each mode writes is in :mod:`gansuite.sampling`. A bad input is one sentence and exit status 2.
+    gansuite-sample outputs/2026-11-23/12-00-00 --grid grid.png -n 64    # its checkpoints/last.ckpt
+    gansuite-sample run/checkpoints/best.ckpt --folder out/ -n 10000     # then: gansuite-eval out/ data=...
+    gansuite-sample RUN --grid sevens.png --classes 7                    # a conditional model, one class
+    gansuite-sample RUN --interpolate walk.png --rows 8 --steps 10
+    gansuite-sample RUN --codes codes/                                   # InfoGAN: one grid per code
+    gansuite-sample RUN --translate photos/ --out upscaled/ [--from-hr]  # image-to-image models
+
+A checkpoint is rebuilt with the config it was trained with, as ``gansuite-eval`` does. Samples come
+from the EMA generator when the run kept one (``--raw`` for the trained one), on ``--device`` (cpu).
+The same ``--seed`` gives the same files. The options are all checked before a checkpoint is loaded
+or anything is written; a bad input is one sentence and exit status 2.
+
+What each mode writes is in :mod:`gansuite.sampling`, with how ``--grid --seed 1234 -n 64`` redraws a
+run's sample grid and how ``--folder`` with the run's ``eval.seed`` and ``eval.batch_size`` (``--seed``,
+``--batch-size``) holds exactly the samples ``gansuite-eval`` measures.
 """
 
 from __future__ import annotations

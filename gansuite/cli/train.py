@@ -1,8 +1,10 @@
 """The ``gansuite-train`` command line: Hydra's entry point, with every bad input reported as one sentence.
 
 A bad input exits with status 2, a full disk or a diverged run with 1, a signal with 128 + its number;
-in a sweep a diverged run scores the worst instead of ending the sweep. Composing, building and training
-are in :mod:`gansuite.training.run`.
+in a sweep a diverged run scores the worst instead of ending the sweep. Hydra composes the config here;
+its keys are checked (:mod:`gansuite.config.keys`) and a ``resume=`` run's config rebuilt
+(:mod:`gansuite.config.resuming`) here too; then :func:`gansuite.training.run.train` validates it, builds
+the data and model (:mod:`gansuite.config.build`) and trains.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 from gansuite.config.keys import CONF_DIR, check_added_keys, expand_home, hydra_sentence
 from gansuite.config.resuming import resume_config
 from gansuite.errors import ConfigError, DiskFullError, NonFiniteLossError
-from gansuite.training.checkpointing import (
-    disk_full,
-)
-from gansuite.training.logging import HISTORY
+from gansuite.history import HISTORY
+from gansuite.training.checkpointing import disk_full
 from gansuite.training.run import train
 
 

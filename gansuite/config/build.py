@@ -17,10 +17,7 @@ from omegaconf import DictConfig
 
 from gansuite.config.validate import validate
 from gansuite.errors import ConfigError
-from gansuite.training.checkpointing import (
-    read_checkpoint,
-    resolve_resume,
-)
+from gansuite.training.checkpointing import read_checkpoint, resolve_resume
 
 log = logging.getLogger("gansuite")
 

@@ -1,8 +1,23 @@
-"""Datamodules: endless, seed-determined streams of ``(x, y)`` batches plus a held-out split.
+"""The base every data module builds on: :class:`GANDataModule` and the helpers the data sets share.
 
-Images are float32 in [-1, 1] (B x C x H x W); 2D points are raw float32 coordinates (B x 2);
-``y`` is int64 (all zeros when the data has no labels, and then ``num_classes`` is None).
-There is no validation loop: metrics take real samples from :meth:`GANDataModule.heldout`.
+A data module is an endless, seed-determined stream of ``(x, y)`` batches plus a held-out split.
+:class:`GANDataModule` holds that contract: the stream's order depends only on ``seed`` and
+resumes exactly (:class:`InfiniteSampler`, which also shares one stream among data-parallel
+ranks), and the splits are fixed apart from ``seed``. :class:`TensorBatches` serves in-memory
+samples a batch at a time. Images are float32 in [-1, 1] (B x C x H x W): :func:`to_signed` makes
+them from uint8 and :func:`denormalize` maps them back to [0, 1]. ``y`` is int64 (all zeros when
+the data has no labels, and then ``num_classes`` is None). There is no validation loop: metrics
+take real samples from :meth:`GANDataModule.heldout`.
+
+The split and seed helpers: held-out splits are drawn with :data:`SPLIT_SEED`, not ``seed``;
+the seed purposes (``STREAM``, ``TRAIN_DRAW``, ``HELDOUT_DRAW``, ``TRAIN_SUBSET``, ``CROPS``,
+``PARTNERS``) are mixed into :func:`seeded_generator` so that streams drawn from one ``seed`` are
+independent; :func:`stratified_split` holds out a class-balanced split; :func:`check_resolution`
+checks ``data.resolution``.
+
+The data sets are in the sibling modules: :mod:`gansuite.data.points`, :mod:`gansuite.data.digits`,
+:mod:`gansuite.data.downloads`, :mod:`gansuite.data.folders`, :mod:`gansuite.data.pairs`,
+:mod:`gansuite.data.superres` and :mod:`gansuite.data.unpaired`.
 """
 
 from __future__ import annotations

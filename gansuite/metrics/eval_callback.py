@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 
 from gansuite.errors import ConfigError
+from gansuite.history import record, run_folder
 from gansuite.metrics import fidelity
 from gansuite.metrics import inception as metrics_inception
 from gansuite.metrics.evaluator import Evaluator
 from gansuite.metrics.results import HIGHER_IS_BETTER, LOWER_IS_BETTER, EvalResult, is_better, short_name
-from gansuite.training.logging import record, run_folder
 
 
 # ----------------------------------------------------------------------------- construction

@@ -1,10 +1,10 @@
 """Evaluate a generator: the metrics of :mod:`gansuite.metrics`, with their protocol, during and after training.
 
 :class:`Evaluator` owns everything that fixes a number — extractor, reference features,
-sample count, seed, batch size — so the training callback (:class:`EvalCallback`) and
-``gansuite-eval`` produce the same value for the same generator. Metric keys carry the
-sample count and, for the domain classifier's feature space, a ``_clf`` tag:
-``fid_10k`` (Inception) vs ``fid_clf_10k`` (classifier).
+sample count, seed, batch size — so the training callback
+(:class:`gansuite.metrics.eval_callback.EvalCallback`) and ``gansuite-eval`` produce the same
+value for the same generator. Metric keys carry the sample count and, for the domain
+classifier's feature space, a ``_clf`` tag: ``fid_10k`` (Inception) vs ``fid_clf_10k`` (classifier).
 """
 
 from __future__ import annotations

@@ -1,28 +1,18 @@
 """FID, Inception Score, KID and precision/recall from features, with torch-fidelity's implementations.
 
 Every number here is computed from two sets of features: those of generated images and those of
-a real reference set. Features come from a *feature extractor*: the Inception-v3 network that
-torch-fidelity ports bit-exactly from the TensorFlow original (what papers report), or a small
-domain classifier trained on the dataset's own labels (:mod:`gansuite.metrics.classifier`),
-which gives a meaningful FID on MNIST-like data without any download.
+a real reference set (:class:`Reference`, computed once per key and then read from a cache by
+:func:`load_or_compute_reference`). The features, and the images' 8-bit quantization and the
+precision (exact or tf32) they are computed in, come from :mod:`gansuite.metrics.inception`.
 
 The protocol that produced a number (implementation, extractor and a hash of its weights,
 resize, sample counts, reference split and a hash of its statistics) travels with it as a
 plain dict; :func:`protocol_differences` says what differs between two of them.
 
-Images enter as floats in [-1, 1] (the data modules' range) and are first quantized to
-8 bits exactly as saving a PNG would (:func:`quantize`), so the features of a checkpoint's
-samples and of the same samples written to a folder are identical.
-
 FID is the TTUR formula, torch-fidelity's number up to float rounding, computed by
 :func:`frechet_distance_to` in float64 on the device that holds the generated statistics
 (:class:`FeatureMoments` sums them there batch by batch) with a symmetric eigensolver, in place
 of torch-fidelity's numpy eigenvalues on the CPU.
-
-Features are extracted in full float32 (``precision="exact"``: no TF32 on any card, so a GPU
-changes nothing beyond float rounding) unless ``precision="tf32"`` is asked for, which lets
-cuDNN use TF32 in the convolutions as torch-fidelity does on Ampere and newer GPUs; the
-precision is part of the protocol and of the reference cache key.
 """
 
 from __future__ import annotations

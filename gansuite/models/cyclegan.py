@@ -22,13 +22,9 @@ paper's 0.5 lambda is ``identity_weight=0.5``. The identity term needs domains w
 
 D sees G's fakes through an :class:`ImagePool`, a random history of up to 50 earlier fakes
 (Shrivastava et al. 2017), so it does not chase G's latest mistakes. Both Gs share one Adam and both
-Ds another, as in the authors' code: the family passes ``nn.ModuleDict``s (:class:`Generators`,
-:class:`Discriminators`) to the base.
-
-Networks (the authors' ``resnet_9blocks`` and ``basic`` D, junyanz/pytorch-CycleGAN-and-pix2pix):
-c7s1-64, d128, d256, n_blocks residual blocks of 256 channels, u128, u64, c7s1-C with tanh; reflection
-padding, instance norm without affine parameters, conv biases (redundant only before batch norm),
-weights N(0, 0.02) and biases 0. Any height and width that divide by 4 (8 px or more) work.
+Ds another, as in the authors' code: the family passes ``nn.ModuleDict``s
+(:class:`gansuite.nets.cyclegan.Generators`, :class:`gansuite.nets.cyclegan.Discriminators`) to the base.
+The networks themselves are described in :mod:`gansuite.nets.cyclegan`.
 
 Not the paper's: D is updated before G in each step (the base's schedule; the authors update G first,
 on the same fakes), steps instead of epochs for the LR schedule (:func:`linear_decay_over`), and no

@@ -1,29 +1,22 @@
 """LAPGAN (Denton, Chintala, Szlam & Fergus 2015, arXiv:1506.05751): a Laplacian pyramid of GANs.
 
-An image I_0 of R px is split into a Laplacian pyramid: Gaussian levels I_k = d(I_{k-1}) of
-R / 2^k px, band-pass images h_k = I_k - u(I_{k+1}) for k < K, and the low-pass residual I_K at
-the coarsest level K = levels - 1. Levels are indexed as in the paper: **level 0 is the full-resolution
-band, level K the coarse GAN**; log keys (``train/d_loss_l0`` ...) and ``train_levels`` use this index.
+The pyramid and the networks of every level (an MLP GAN on the coarsest image, a conditional convnet GAN
+on each finer band) are in :mod:`gansuite.nets.laplacian`. Levels are indexed as in the paper: **level 0
+is the full-resolution band, level K = levels - 1 the coarse GAN**; log keys (``train/d_loss_l0`` ...)
+and ``train_levels`` use this index.
 
-- Level K is a plain GAN on I_K: MLP G_K(z_K) and MLP D_K (paper, CIFAR-10: 2 hidden ReLU layers,
-  1200 units in G, 600 with dropout in D, z_K 100-d uniform in [-1, 1]).
-- Level k < K is a conditional GAN on the band h_k given the upsampled coarser image l_k = u(I_{k+1}):
-  G_k(z_k, l_k) -> h_k is a convnet whose noise z_k is one extra plane stacked on l_k (the paper's
-  "4th colour plane"); D_k(h_k, l_k) is a convnet on l_k + h_k (the paper adds l_k "before the first
-  convolution layer"; ``d_input="stack"`` also stacks l_k as extra channels). Both follow the authors'
-  CIFAR code (facebookarchive/eyescream, ``train_cifar_coarse_to_fine.lua``): G = conv 7x7, ReLU,
-  conv 7x7, ReLU, conv 5x5, all size-preserving, linear output (a band is signed); D = conv 5x5,
-  ReLU, conv 5x5 stride 2, ReLU, dropout, linear; 128 channels there, ``width`` here.
-- Training conditions every level on the **real** l_k, so the levels share nothing and could be
-  trained apart; sampling runs coarse to fine on the generated images:
-  Ĩ_K = G_K(z_K), Ĩ_k = u(Ĩ_{k+1}) + G_k(z_k, u(Ĩ_{k+1})).
+:class:`LAPGAN` trains the levels under one schedule. Training conditions every level on the **real**
+upsampled coarser image l_k = u(I_{k+1}), so the levels share nothing and could be trained apart;
+``train_levels`` trains some of them and freezes the rest. Sampling runs coarse to fine on the
+generated images. The noise is uniform in [-1, 1] as in the paper: z_K for the coarse GAN and one
+plane of level k's size for each band.
 
-d is a 2x2 average and u bilinear upsampling. Any d, u give an exact pyramid, because each band is
-defined as what u(d(.)) misses: reconstruct(laplacian_pyramid(x)) == x up to float rounding.
+:func:`make_optimizer` gives the paper's SGD with momentum, or Adam, from one config key.
+:func:`save_levels` writes every level of a few samples as one PNG, and the :class:`LevelGrid`
+callback (``callbacks.lapgan_levels``) does so every N steps.
 
-Not the paper's: tanh on G_K's output (the paper does not say; I_K lies in [-1, 1] like the data),
-PyTorch's default weight init, and CIFAR-10 at 8 -> 16 -> 32 px (the paper trained on 28 px crops,
-8 -> 14 -> 28). The class-conditional LAPGAN is not implemented.
+Not the paper's: CIFAR-10 at 8 -> 16 -> 32 px (the paper trained on 28 px crops, 8 -> 14 -> 28).
+The class-conditional LAPGAN is not implemented.
 """
 
 from __future__ import annotations

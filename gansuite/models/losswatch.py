@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from gansuite.errors import NonFiniteLossError
-from gansuite.training.logging import record, run_folder
+from gansuite.history import record, run_folder
 
 _NAN_FIX = ("model.module.grad_clip=1.0, or start again with lower model.g_optimizer.lr and model.d_optimizer.lr "
             "(a resumed run keeps the learning rates stored in its checkpoint).")

@@ -1,4 +1,4 @@
-"""The adversarial schedule shared by every GAN family, and the unconditional z -> x GAN.
+"""The adversarial schedule shared by every GAN family.
 
 What counts as a step: one gansuite **step** is one generator update. Each
 training batch drives one discriminator update, and every ``n_critic``-th batch

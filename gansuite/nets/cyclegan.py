@@ -1,8 +1,16 @@
 """CycleGAN's networks (Zhu et al. 2017): two ResNet generators and two PatchGAN discriminators.
 
-The generator is Johnson et al. 2016's: two downsampling convolutions, residual blocks at 1/4 size,
-two upsampling ones, instance norm. ``model.generator`` and ``model.discriminator`` each build a pair,
-one per direction or domain, for :class:`gansuite.models.cyclegan.CycleGAN` (``model=cyclegan``).
+They are the authors' ``resnet_9blocks`` generator and ``basic`` D (junyanz/pytorch-CycleGAN-and-pix2pix).
+The generator is Johnson et al. 2016's: c7s1-64, d128, d256, ``n_blocks`` residual blocks of 256
+channels at 1/4 size, u128, u64, c7s1-C with tanh (at the default ``width=64``); reflection padding,
+instance norm without affine parameters, conv biases (redundant only before batch norm), weights
+N(0, 0.02) and biases 0. Any height and width that divide by 4 (8 px or more) work. The D is
+:class:`gansuite.nets.patchgan.PatchDiscriminator`, the 70x70 PatchGAN with instance norm.
+
+``model.generator`` builds :class:`Generators` and ``model.discriminator`` :class:`Discriminators`:
+each an ``nn.ModuleDict`` holding a pair, one per direction or domain, for
+:class:`gansuite.models.cyclegan.CycleGAN` (``model=cyclegan``), which trains both Gs with one Adam
+and both Ds with another, as the authors' code does.
 """
 
 from __future__ import annotations

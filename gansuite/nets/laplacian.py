@@ -1,8 +1,30 @@
 """LAPGAN's networks (Denton et al. 2015): the Laplacian pyramid, and one G and one D per pyramid level.
 
-The coarsest level is an MLP GAN on the low-pass image; every finer level is a convnet GAN on one band,
-conditioned on the upsampled coarser image. :class:`LaplacianGenerator` and
-:class:`LaplacianDiscriminator` hold every level for ``model=lapgan`` (see :mod:`gansuite.models.lapgan`).
+An image I_0 of R px is split into a Laplacian pyramid (:func:`laplacian_pyramid`): Gaussian levels
+I_k = d(I_{k-1}) of R / 2^k px, band-pass images h_k = I_k - u(I_{k+1}) for k < K, and the low-pass
+residual I_K at the coarsest level K = levels - 1. Levels are indexed as in the paper: level 0 is the
+full-resolution band, level K the coarse GAN. d is a 2x2 average and u bilinear upsampling. Any d, u
+give an exact pyramid, because each band is defined as what u(d(.)) misses:
+reconstruct(laplacian_pyramid(x)) == x up to float rounding.
+
+- Level K is a plain GAN on I_K: MLP G_K(z_K) and MLP D_K (:class:`CoarseGenerator`,
+  :class:`CoarseDiscriminator`; paper, CIFAR-10: 2 hidden ReLU layers, 1200 units in G, 600 with
+  dropout in D, z_K 100-d uniform in [-1, 1]).
+- Level k < K is a conditional GAN on the band h_k given the upsampled coarser image l_k = u(I_{k+1}):
+  G_k(z_k, l_k) -> h_k (:class:`BandGenerator`) is a convnet whose noise z_k is one extra plane
+  stacked on l_k (the paper's "4th colour plane"); D_k(h_k, l_k) (:class:`BandDiscriminator`) is a
+  convnet on l_k + h_k (the paper adds l_k "before the first convolution layer"; ``d_input="stack"``
+  also stacks l_k as extra channels). Both follow the authors' CIFAR code (facebookarchive/eyescream,
+  ``train_cifar_coarse_to_fine.lua``): G = conv 7x7, ReLU, conv 7x7, ReLU, conv 5x5, all
+  size-preserving, linear output (a band is signed); D = conv 5x5, ReLU, conv 5x5 stride 2, ReLU,
+  dropout, linear; 128 channels there, ``width`` here.
+
+:class:`LaplacianGenerator` and :class:`LaplacianDiscriminator` hold every level for ``model=lapgan``
+(:class:`gansuite.models.lapgan.LAPGAN`, which trains each level on the real l_k). The generator
+samples coarse to fine on its own images: Ĩ_K = G_K(z_K), Ĩ_k = u(Ĩ_{k+1}) + G_k(z_k, u(Ĩ_{k+1})).
+
+Not the paper's: tanh on G_K's output (the paper does not say; I_K lies in [-1, 1] like the data)
+and PyTorch's default weight init.
 """
 
 from __future__ import annotations
@@ -148,8 +170,8 @@ class BandDiscriminator(nn.Module):
 class LaplacianGenerator(nn.Module):
     """Every G_k in one module; ``nets[k]`` is level k (0 = full resolution, ``levels - 1`` = the coarse GAN).
 
-    Called on the tuple from :meth:`LAPGAN.make_inputs` (noise per level, indexed by level), it samples
-    coarse to fine and returns the full-resolution image.
+    Called on the tuple from :meth:`gansuite.models.lapgan.LAPGAN.make_inputs` (noise per level,
+    indexed by level), it samples coarse to fine and returns the full-resolution image.
 
     Args:
         shape: (C, R, R) of one sample, from the data module.

@@ -1,4 +1,9 @@
-"""Training callbacks: sample grids, 2D scatter plots and the progress bar.
+"""Every-N-steps training callbacks: their bases, sample grids, and 2D scatter plots.
+
+:class:`EveryNSteps` and :class:`PeriodicSamples` are the bases (also of the callbacks in
+:mod:`gansuite.training.translation` and of :class:`gansuite.models.lapgan.LevelGrid`);
+:class:`SampleGrid` saves grids of generated images and :class:`Scatter2D` plots generated 2D
+points with their mode metrics.
 
 All "every N steps" here count gansuite steps (``pl_module.step``, generator
 updates), not Lightning's ``global_step``, which counts every optimizer step.
@@ -22,10 +27,10 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from gansuite.data.base import denormalize
 from gansuite.errors import ConfigError
+from gansuite.history import record as history
+from gansuite.history import run_folder
 from gansuite.metrics.modes import ModeStats, mode_metrics
 from gansuite.outputs import atomic_path
-from gansuite.training.logging import record as history
-from gansuite.training.logging import run_folder
 
 __all__ = ["SampleGrid", "Scatter2D"]
 

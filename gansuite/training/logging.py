@@ -1,4 +1,5 @@
-"""Helpers around experiment logging: choosing a W&B mode that never blocks, and run metadata.
+"""Helpers around experiment logging: a W&B mode that never blocks, the config flattened, and run metadata
+(the commit and the uncommitted changes a run was trained from). A run's history is :mod:`gansuite.history`.
 
 Loggers themselves are built from ``conf/logger/*.yaml`` by ``hydra.utils.instantiate``.
 """
@@ -6,7 +7,6 @@ Loggers themselves are built from ``conf/logger/*.yaml`` by ``hydra.utils.instan
 from __future__ import annotations
 
 import json
-import logging
 import netrc
 import os
 import socket
@@ -22,42 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gansuite.errors import ConfigError
 
-__all__ = ["HISTORY_CSV", "flatten_config", "git_commit", "record", "run_folder", "run_metadata", "save_code_state", "sweep_group", "wandb_mode"]
-
-# A run's history in its train.log: the logged losses, every evaluation, the end and any error. Hydra's logging
-# config (conf/hydra/job_logging/gansuite.yaml) sends this logger to the file alone; the console has the
-# progress bar for the losses.
-HISTORY = logging.getLogger("gansuite.history")
-
-
-HISTORY_CSV = "history.csv"
-
-
-def run_folder(module: Any) -> Path | None:
-    """Where a module's history.csv goes: its run's folder, which ``gansuite-train`` sets (``history_dir``), or
-    None for a module trained by some other Trainer (a notebook, a test), which then writes train.log lines only."""
-    return getattr(module, "history_dir", None)
-
-
-def record(step: int, values: Mapping[str, float], folder: str | os.PathLike | None = None) -> None:
-    """One line of history in train.log (``step 500: train/d_loss=1.2034 train/g_loss=0.8123``) and, given the run's
-    folder, its numbers as rows ``step,key,value`` of ``history.csv`` there, whatever the logger: what
-    ``gansuite-compare`` reads (W&B's own run file has no reader outside W&B's service)."""
-    if not values:
-        return
-    HISTORY.info("step %d: %s", step, " ".join(f"{k}={_short(v)}" for k, v in values.items()))
-    if folder is None:
-        return
-    path = Path(folder) / HISTORY_CSV
-    rows = [f"{step},{key},{float(value)!r}\n" for key, value in values.items()
-            if isinstance(value, (int, float)) and "," not in key]
-    new = not path.exists()
-    with open(path, "a") as f:
-        f.write(("step,key,value\n" if new else "") + "".join(rows))
-
-
-def _short(value: Any) -> str:
-    return f"{value:.5g}" if isinstance(value, float) else str(value)
+__all__ = ["flatten_config", "git_commit", "run_metadata", "save_code_state", "sweep_group", "wandb_mode"]
 
 _DEFAULT_WANDB_URL = "https://api.wandb.ai"
 _MODE_ALIASES = {

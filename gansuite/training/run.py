@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gansuite.config.build import build, build_node, init_generator
+from gansuite.config.renamed import current_targets
 from gansuite.config.validate import validate
 from gansuite.errors import ConfigError
 from gansuite.training.checkpointing import (
@@ -213,6 +214,7 @@ def train(cfg: DictConfig, composed_from: dict[str, Any] | None = None) -> dict[
     if cfg.get("resume"):
         ckpt_path = resolve_resume(cfg.resume)
         checkpoint = read_checkpoint(ckpt_path)
+        current_targets(checkpoint.get("gansuite_config"))  # an older version's class paths, renamed
         check_compatible(checkpoint, module, config, ckpt_path)
         resume_id = checkpoint.get("wandb_run_id")
         done = checkpoint.get("gansuite_step")
@@ -254,7 +256,7 @@ def train(cfg: DictConfig, composed_from: dict[str, Any] | None = None) -> dict[
             strategy=strategy,
             precision=None if any(isinstance(p, PerOptimizerMixedPrecision) for p in plugins)
             else cfg.trainer.precision,
-            # gansuite's samplers give each rank its share of one stream (data.InfiniteSampler).
+            # gansuite's samplers give each rank its share of one stream (data.base.InfiniteSampler).
             use_distributed_sampler=False,
             deterministic=cfg.trainer.deterministic,
             # Lightning counts batches here; a gansuite step is n_critic batches.

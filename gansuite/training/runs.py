@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gansuite.training.logging import HISTORY_CSV
+from gansuite.history import HISTORY_CSV
 
 
 class CompareError(Exception):
@@ -114,7 +114,7 @@ def _read_eval_json(path: Path, run: Run) -> None:
 
 
 def _read_history(path: Path, run: Run) -> None:
-    """``history.csv`` (gansuite.training.logging.record): rows of step, key, value."""
+    """``history.csv`` (gansuite.history.record): rows of step, key, value."""
     try:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):

@@ -15,9 +15,9 @@ import lightning as L
 import torch
 
 from gansuite.data.base import denormalize
+from gansuite.history import record as history
+from gansuite.history import run_folder
 from gansuite.training.callbacks import EveryNSteps, PeriodicSamples, private_rng, write_json
-from gansuite.training.logging import record as history
-from gansuite.training.logging import run_folder
 
 
 class TranslationGrid(PeriodicSamples):
@@ -29,7 +29,7 @@ class TranslationGrid(PeriodicSamples):
     outputs are repeated to three channels. For unpaired data the third column is an unrelated
     image of the target domain, shown for its style. Silent for other families.
 
-    Args: as for :class:`SampleGrid`; ``num_samples`` is the number of rows.
+    Args: as for :class:`gansuite.training.callbacks.SampleGrid`; ``num_samples`` is the number of rows.
     """
 
     config_key = "translation_grid"
