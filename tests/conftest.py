@@ -44,6 +44,7 @@ TINY_WIDTH = {
               "model.discriminator.hidden=8"],
     "pix2pix": ["model.generator.width=4", "model.discriminator.width=4"],
     "cyclegan": ["model.generator.width=4", "model.generator.n_blocks=1", "model.discriminator.width=4"],
+    "ganomaly": ["model.generator.width=4", "model.discriminator.width=4"],
     "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
                  "model.discriminator.x_width=16", "model.discriminator.y_width=8",
                  "model.discriminator.joint_width=16"],
@@ -112,7 +113,7 @@ OFFLINE_DATA = {
     "gan": ["data=ring8"], "pacgan_mlp": ["data=ring8"],
     "resnet_wgan_gp": ["data.resolution=32"], "sngan": ["data.resolution=32"], "sngan_projection": ["data.resolution=32"],
     "srresnet": ["data=sr_mnist"], "srgan": ["data=sr_mnist"], "pix2pix": ["data=edges2digits"],
-    "cyclegan": ["data=digit_styles"],
+    "cyclegan": ["data=digit_styles"], "ganomaly": ["data=mnist_anomaly"],
 }
 
 

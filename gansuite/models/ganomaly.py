@@ -1,0 +1,83 @@
+"""GANomaly (Akçay, Atapour-Abarghouei & Breckon 2018, arXiv:1805.06725): anomaly detection by an
+adversarially trained encoder-decoder-encoder.
+
+Trained on normal images only, G encodes x to z, decodes z to x_hat and encodes x_hat again to z_hat
+(:class:`gansuite.nets.ganomaly.EncoderDecoderEncoder`). Its loss is the paper's weighted sum
+
+    w_adv * ||f(x) - f(x_hat)||^2  +  w_con * |x - x_hat|_1  +  w_enc * ||z - z_hat||^2
+
+(means over elements; f: D's last hidden features, :class:`gansuite.nets.ganomaly.FeatureDiscriminator`),
+and D is trained to tell x from x_hat with the configured objective (the paper's BCE:
+``loss=nonsaturating``). An image's anomaly score is ``mean((z - z_hat)^2)``: an anomaly, never seen in
+training, is encoded less consistently. The schedule is :class:`gansuite.models.schedule.AdversarialModule`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gansuite.models.schedule import AdversarialModule
+
+# Grids and gansuite-sample reconstruct these many held-out images, kept in the checkpoint.
+EXAMPLES = 64
+
+
+class GANomaly(AdversarialModule):
+    """Args:
+        adversarial_weight, contextual_weight, encoder_weight: w_adv, w_con, w_enc (the paper: 1, 50, 1).
+        (the rest: see :class:`AdversarialModule`)
+    """
+
+    def __init__(self, *, adversarial_weight: float = 1.0, contextual_weight: float = 50.0,
+                 encoder_weight: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.weights = {"adversarial": adversarial_weight, "contextual": contextual_weight, "encoder": encoder_weight}
+        # Filled with held-out images when training starts (zeros until then: the start-up dry run).
+        self.register_buffer("examples", torch.zeros(EXAMPLES, *self.generator.shape))
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and not self.examples.abs().sum():
+            x, _ = datamodule.heldout(EXAMPLES)
+            self.examples[: len(x)] = x.to(self.examples)
+
+    def make_inputs(self, n: int, generator: torch.Generator) -> Tensor:
+        idx = torch.randint(len(self.examples), (n,), generator=generator).to(self.examples.device)
+        return self.examples[idx].to(self.dtype)
+
+    def generate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        return self.generator.codes(batch[0])
+
+    def discriminator_loss(self, batch, fake, regularize: bool) -> dict[str, Tensor]:
+        return self._d_terms(self.discriminator, batch[0], fake[0].detach(), regularize)
+
+    def generator_loss(self, batch, fake) -> dict[str, Tensor]:
+        return ganomaly_terms(batch[0], *fake, self.discriminator.features, self.weights)
+
+    @torch.no_grad()
+    def anomaly_score(self, x: Tensor, ema: bool = True) -> Tensor:
+        """One score per image (higher: more anomalous): ``mean((z - z_hat)^2)`` of the (EMA) generator."""
+        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
+        try:
+            _, z, z_hat = net.codes(x)
+        finally:
+            net.train(was_training)
+        return (z - z_hat).pow(2).flatten(1).mean(1)
+
+
+def ganomaly_terms(x: Tensor, x_hat: Tensor, z: Tensor, z_hat: Tensor, features, weights: dict[str, float]
+                   ) -> dict[str, Tensor]:
+    """G's loss and its three terms for real ``x`` and G's ``(x_hat, z, z_hat)``; ``features``: D's hidden layer."""
+    terms = {
+        "adversarial": F.mse_loss(features(x_hat), features(x).detach()),
+        "contextual": F.l1_loss(x_hat, x),
+        "encoder": F.mse_loss(z_hat, z),
+    }
+    terms["loss"] = sum(weights[name] * value for name, value in terms.items())
+    return terms

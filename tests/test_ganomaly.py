@@ -1,0 +1,122 @@
+"""GANomaly and the one-class-out MNIST protocol: split rules, metrics and loss terms against hand values,
+one training step, exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from gansuite.data.anomaly import AnomalyMNIST
+from gansuite.errors import ConfigError
+from gansuite.metrics.anomaly import anomaly_metrics, auprc, auroc
+from gansuite.models.ganomaly import ganomaly_terms
+from gansuite.nets.ganomaly import EncoderDecoderEncoder, FeatureDiscriminator
+from gansuite.training.run import train
+
+from .conftest import build_tiny, make_cfg, trains
+
+
+# ----------------------------------------------------------------------------- the protocol's splits
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.flatten(1)}
+
+
+def test_training_never_sees_the_anomalous_class_and_selection_never_sees_the_test_split():
+    data = AnomalyMNIST(anomaly_class=3, validation_size=90, resolution=28)
+    train_x, train_y = data.train_split()
+    val_x, val_y = data.validation()
+    test_x, test_y = data.heldout()
+    assert (train_y != 3).all() and (val_y != 3).all()
+    assert len(train_y) + len(val_y) == 4000 - 400  # the training split's 400 threes are gone
+    assert len(val_y) == 90 and torch.bincount(val_y, minlength=10).tolist() == [10, 10, 10, 0, 10, 10, 10, 10, 10, 10]
+    assert len(test_y) == 1000 and int(data.is_anomaly(test_y).sum()) == 100
+    train_rows, val_rows, test_rows = _rows(train_x), _rows(val_x), _rows(test_x)
+    assert not train_rows & val_rows and not train_rows & test_rows and not val_rows & test_rows
+    assert data.protocol() == {"data": "mnist_anomaly3-28px-val90", "anomaly_class": 3, "train": 3510,
+                               "validation": 90, "test": 1000, "test_anomalies": 100}
+
+
+def test_the_splits_do_not_depend_on_the_seed():
+    a = AnomalyMNIST(anomaly_class=0, seed=0)
+    b = AnomalyMNIST(anomaly_class=0, seed=7)
+    assert torch.equal(a.validation()[0], b.validation()[0]) and torch.equal(a.heldout()[0], b.heldout()[0])
+
+
+@pytest.mark.parametrize("options", [{"anomaly_class": 10}, {"anomaly_class": True},
+                                     {"anomaly_class": 0, "validation_size": -1}])
+def test_bad_split_options_are_one_sentence_naming_the_key(options):
+    with pytest.raises(ConfigError, match=r"data\.(anomaly_class|validation_size)"):
+        AnomalyMNIST(**options)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_auroc_and_auprc_of_four_scores_match_hand_computation():
+    scores, labels = torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])
+    # Pairs (anomaly, normal) ranked right: (0.35 > 0.1), (0.8 > 0.1), (0.8 > 0.4); wrong: (0.35 < 0.4): 3/4.
+    assert_close(auroc(scores, labels), 0.75, rtol=0, atol=1e-6)
+    # Ranked by score: 0.8 (anomaly: precision 1/1), 0.4, 0.35 (anomaly: precision 2/3); mean over anomalies.
+    assert_close(auprc(scores, labels), (1 + 2 / 3) / 2, rtol=0, atol=1e-6)
+    assert_close(anomaly_metrics(scores, labels)["anomaly_share"], 0.5, rtol=0, atol=0)
+
+
+def test_a_tie_counts_half_and_a_perfect_score_is_one():
+    assert_close(auroc(torch.tensor([0.5, 0.5]), torch.tensor([0, 1])), 0.5, rtol=0, atol=1e-6)
+    assert_close(auroc(torch.tensor([0.0, 0.1, 0.9]), torch.tensor([0, 0, 1])), 1.0, rtol=0, atol=1e-6)
+    assert_close(auprc(torch.tensor([0.0, 0.1, 0.9]), torch.tensor([0, 0, 1])), 1.0, rtol=0, atol=1e-6)
+
+
+def test_a_split_without_anomalies_is_refused():
+    with pytest.raises(ConfigError, match="both normal and anomalous"):
+        auroc(torch.tensor([0.1, 0.2]), torch.tensor([0, 0]))
+
+
+# ----------------------------------------------------------------------------- networks and losses
+def test_the_generator_reconstructs_and_encodes_twice_and_d_exposes_its_features():
+    g = EncoderDecoderEncoder(shape=(1, 32, 32), latent_dim=6, width=4)
+    d = FeatureDiscriminator(shape=(1, 32, 32), width=4)
+    x = torch.randn(3, 1, 32, 32)
+    x_hat, z, z_hat = g.codes(x)
+    assert x_hat.shape == x.shape and z.shape == z_hat.shape == (3, 6)
+    assert g(x).shape == x.shape and d(x).shape == (3,) and d.features(x).shape[0] == 3
+
+
+def test_the_generator_loss_terms_match_hand_computation():
+    x, x_hat = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    z, z_hat = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 3.0]])
+    terms = ganomaly_terms(x, x_hat, z, z_hat, lambda t: 2 * t.flatten(1),
+                           {"adversarial": 1.0, "contextual": 50.0, "encoder": 1.0})
+    assert_close(terms["adversarial"], torch.tensor(4.0))  # mean((2 * 1 - 2 * 0)^2)
+    assert_close(terms["contextual"], torch.tensor(1.0))  # mean |1 - 0|
+    assert_close(terms["encoder"], torch.tensor(5.0))  # (1 + 9) / 2
+    assert_close(terms["loss"], torch.tensor(4.0 + 50.0 + 5.0))
+
+
+def test_the_anomaly_score_is_the_mean_squared_code_difference_in_eval_mode(tmp_path):
+    _, datamodule, module = build_tiny(tmp_path, "model=ganomaly", "data=mnist_anomaly")
+    x, _ = datamodule.heldout(5)
+    module.generator.train()
+    score = module.anomaly_score(x, ema=False)
+    assert module.generator.training  # left as it was
+    module.generator.eval()
+    with torch.no_grad():
+        _, z, z_hat = module.generator.codes(x)
+    assert_close(score, ((z - z_hat) ** 2).mean(1), rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- training
+def test_one_step_logs_the_three_generator_terms(tmp_path):
+    result = trains(tmp_path, "model=ganomaly", "data=mnist_anomaly", steps=1,
+                    extra=("train/g_adversarial", "train/g_contextual", "train/g_encoder"))
+    assert result["module"].examples.abs().sum() > 0  # held-out images to reconstruct in grids
+
+
+def test_resume_is_bit_exact(tmp_path):
+    common = ["model=ganomaly", "data=mnist_anomaly", "callbacks=none", "trainer.checkpoint_every=2"]
+    straight = train(make_cfg(tmp_path / "straight", *common, "trainer.max_steps=4"))
+    train(make_cfg(tmp_path / "first", *common, "trainer.max_steps=2"))
+    resumed = train(make_cfg(tmp_path / "second", *common, "trainer.max_steps=4", f"resume={tmp_path / 'first'}"))
+    a, b = straight["module"].state_dict(), resumed["module"].state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
