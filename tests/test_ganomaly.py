@@ -3,8 +3,11 @@ one training step, exact resume."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from PIL import Image
 from torch.testing import assert_close
 
 from gansuite.data.anomaly import AnomalyMNIST
@@ -81,6 +84,13 @@ def test_the_generator_reconstructs_and_encodes_twice_and_d_exposes_its_features
     assert g(x).shape == x.shape and d(x).shape == (3,) and d.features(x).shape[0] == 3
 
 
+def test_without_a_discriminator_the_loss_has_no_adversarial_term():
+    x, x_hat, z = torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.5), torch.ones(1, 3)
+    terms = ganomaly_terms(x, x_hat, z, z, None, {"adversarial": 1.0, "contextual": 1.0, "encoder": 0.0})
+    assert "adversarial" not in terms
+    assert_close(terms["loss"], torch.tensor(0.5))
+
+
 def test_the_generator_loss_terms_match_hand_computation():
     x, x_hat = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
     z, z_hat = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 3.0]])
@@ -120,3 +130,37 @@ def test_resume_is_bit_exact(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_the_autoencoder_baseline_scores_by_reconstruction_error(tmp_path):
+    _, datamodule, module = build_tiny(tmp_path, "model=conv_autoencoder", "data=mnist_anomaly")
+    assert module.discriminator is None
+    x, _ = datamodule.heldout(4)
+    with torch.no_grad():
+        module.generator.eval()
+        x_hat = module.generator(x)
+    assert_close(module.anomaly_score(x, ema=False), ((x - x_hat) ** 2).flatten(1).mean(1), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("model", ["ganomaly", "conv_autoencoder"])
+def test_the_run_logs_test_auroc_and_auprc_with_their_protocol_and_a_picture(tmp_path, model):
+    result = trains(tmp_path, f"model={model}", "data=mnist_anomaly", "data.anomaly_class=7", "callbacks=default",
+                    "callbacks.anomaly_metrics.every_n_steps=2", "callbacks.anomaly_metrics.num_examples=4",
+                    "callbacks.progress_bar=null", steps=2)
+    record = json.loads((tmp_path / "eval" / "anomaly_step_000002.json").read_text())
+    history = (tmp_path / "history.csv").read_text()
+    assert f"2,val/auroc,{record['values']['auroc']!r}" in history and "2,val/auprc," in history
+    # Test numbers: not where a checkpoint callback could select on them.
+    assert "val/auroc" not in result["trainer"].callback_metrics
+    assert 0.0 <= record["values"]["auroc"] <= 1.0 and 0.0 <= record["values"]["auprc"] <= 1.0
+    assert record["protocol"]["anomaly_class"] == 7 and record["protocol"]["test"] == 1000
+    assert record["protocol"]["test_anomalies"] == 100 and record["protocol"]["chance_auprc"] == pytest.approx(0.1)
+    assert record["protocol"]["score"] == result["module"].score_definition
+    with Image.open(tmp_path / "samples" / "anomaly_step_000002.png") as image:
+        assert image.size == (4 * 34 + 2, 4 * 34 + 2)  # 4 columns; rows: high, reconstructions, low, reconstructions
+
+
+def test_the_anomaly_callback_is_silent_for_other_families(tmp_path):
+    trains(tmp_path, "model=dcgan", "callbacks=default", "callbacks.anomaly_metrics.every_n_steps=1",
+           "callbacks.progress_bar=null", steps=1)
+    assert not (tmp_path / "eval").exists() or not list((tmp_path / "eval").glob("anomaly_*"))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gansuite.errors import ConfigError
 from gansuite.models.schedule import AdversarialModule
 
 # Grids and gansuite-sample reconstruct these many held-out images, kept in the checkpoint.
@@ -29,12 +30,17 @@ EXAMPLES = 64
 class GANomaly(AdversarialModule):
     """Args:
         adversarial_weight, contextual_weight, encoder_weight: w_adv, w_con, w_enc (the paper: 1, 50, 1).
+        score: ``latent``, the paper's ``mean((z - z_hat)^2)``, or ``reconstruction``, ``mean((x - x_hat)^2)``:
+            the score of the baseline without a GAN (``model=conv_autoencoder``: no D, no second encoder).
         (the rest: see :class:`AdversarialModule`)
     """
 
     def __init__(self, *, adversarial_weight: float = 1.0, contextual_weight: float = 50.0,
-                 encoder_weight: float = 1.0, **kwargs: Any) -> None:
+                 encoder_weight: float = 1.0, score: str = "latent", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if score not in ("latent", "reconstruction"):
+            raise ConfigError(f"model.module.score: {score!r} is unknown; use latent or reconstruction.")
+        self.score_kind = score
         self.weights = {"adversarial": adversarial_weight, "contextual": contextual_weight, "encoder": encoder_weight}
         # Filled with held-out images when training starts (zeros until then: the start-up dry run).
         self.register_buffer("examples", torch.zeros(EXAMPLES, *self.generator.shape))
@@ -56,28 +62,34 @@ class GANomaly(AdversarialModule):
         return self._d_terms(self.discriminator, batch[0], fake[0].detach(), regularize)
 
     def generator_loss(self, batch, fake) -> dict[str, Tensor]:
-        return ganomaly_terms(batch[0], *fake, self.discriminator.features, self.weights)
+        features = self.discriminator.features if self.discriminator is not None else None
+        return ganomaly_terms(batch[0], *fake, features, self.weights)
+
+    @property
+    def score_definition(self) -> str:
+        return {"latent": "mean((z - z_hat)^2) over the latent dimensions",
+                "reconstruction": "mean((x - x_hat)^2) over the pixels"}[self.score_kind]
 
     @torch.no_grad()
     def anomaly_score(self, x: Tensor, ema: bool = True) -> Tensor:
-        """One score per image (higher: more anomalous): ``mean((z - z_hat)^2)`` of the (EMA) generator."""
+        """One score per image (higher: more anomalous), of the (EMA) generator in eval mode: see ``score``."""
         net = self.generator_ema if ema and self.generator_ema is not None else self.generator
         was_training = net.training
         net.eval()
         try:
-            _, z, z_hat = net.codes(x)
+            x_hat, z, z_hat = net.codes(x)
         finally:
             net.train(was_training)
-        return (z - z_hat).pow(2).flatten(1).mean(1)
+        diff = (z - z_hat) if self.score_kind == "latent" else (x - x_hat)
+        return diff.pow(2).flatten(1).mean(1)
 
 
 def ganomaly_terms(x: Tensor, x_hat: Tensor, z: Tensor, z_hat: Tensor, features, weights: dict[str, float]
                    ) -> dict[str, Tensor]:
-    """G's loss and its three terms for real ``x`` and G's ``(x_hat, z, z_hat)``; ``features``: D's hidden layer."""
-    terms = {
-        "adversarial": F.mse_loss(features(x_hat), features(x).detach()),
-        "contextual": F.l1_loss(x_hat, x),
-        "encoder": F.mse_loss(z_hat, z),
-    }
+    """G's loss and its terms for real ``x`` and G's ``(x_hat, z, z_hat)``; ``features``: D's hidden layer, or
+    None without a D (the autoencoder baseline: no adversarial term)."""
+    terms = {"contextual": F.l1_loss(x_hat, x), "encoder": F.mse_loss(z_hat, z)}
+    if features is not None:
+        terms["adversarial"] = F.mse_loss(features(x_hat), features(x).detach())
     terms["loss"] = sum(weights[name] * value for name, value in terms.items())
     return terms

@@ -71,3 +71,24 @@ class FeatureDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dcgan.net[-1](self.features(x)).flatten()
+
+
+class ConvAutoencoder(nn.Module):
+    """GANomaly's generator without its second encoder: x -> z -> x_hat, the baseline that uses no GAN
+    (``model=conv_autoencoder``). :meth:`codes` returns ``(x_hat, z, z)``, so GANomaly's encoder term is 0.
+
+    Args: as for :class:`EncoderDecoderEncoder`.
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], latent_dim: int = 100, width: int = 64) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.encoder = Encoder(shape=shape, latent_dim=latent_dim, width=width)
+        self.decoder = dcgan.Generator(shape=shape, latent_dim=latent_dim, width=width)
+
+    def codes(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = self.encoder(x)
+        return self.decoder(z), z, z
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.codes(x)[0]
