@@ -164,3 +164,34 @@ def test_the_anomaly_callback_is_silent_for_other_families(tmp_path):
     trains(tmp_path, "model=dcgan", "callbacks=default", "callbacks.anomaly_metrics.every_n_steps=1",
            "callbacks.progress_bar=null", steps=1)
     assert not (tmp_path / "eval").exists() or not list((tmp_path / "eval").glob("anomaly_*"))
+
+
+# ----------------------------------------------------------------------------- the one-class-out table
+def _fake_run(root, name: str, model: str, anomaly_class: int, seed: int, auroc: float) -> None:
+    run = root / name
+    (run / "eval").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(f"model:\n  name: {model}\nseed: {seed}\n")
+    record = {"step": 600, "values": {"auroc": auroc, "auprc": auroc / 2}, "protocol": {"anomaly_class": anomaly_class}}
+    (run / "eval" / "anomaly_step_000300.json").write_text(json.dumps({**record, "step": 300, "values": {
+        "auroc": 0.0, "auprc": 0.0}}))  # an earlier measurement: the last one counts
+    (run / "eval" / "anomaly_step_000600.json").write_text(json.dumps(record))
+
+
+def test_gansuite_aggregate_prints_the_one_class_out_table_with_hand_computed_means(tmp_path, capsys):
+    from gansuite.cli import aggregate
+
+    cells = {("ganomaly", 0): (0.9, 0.8), ("ganomaly", 1): (0.6, 0.7),
+             ("conv_autoencoder", 0): (0.7, 0.7), ("conv_autoencoder", 1): (0.8, 0.8)}
+    for i, ((model, k), values) in enumerate(cells.items()):
+        for seed, value in enumerate(values):
+            _fake_run(tmp_path, f"{i}-{seed}", model, k, seed, value)
+    aggregate.main([str(tmp_path), "--json", str(tmp_path / "table.json")])
+    out = capsys.readouterr().out
+    assert "| anomaly class | ganomaly | conv_autoencoder |" in out
+    assert "| 0 | 0.850 ± 0.050 | 0.700 ± 0.000 |" in out  # (0.9 + 0.8) / 2, std 0.0707 / sqrt(2)
+    assert "| 1 | 0.650 ± 0.050 | 0.800 ± 0.000 |" in out
+    assert "| mean | 0.750 ± 0.000 | 0.750 ± 0.000 |" in out  # per seed: (0.9 + 0.6) / 2 = (0.8 + 0.7) / 2
+    assert "ganomaly above conv_autoencoder on 1 of 2 classes" in out
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert_close(table["auprc"]["rows"][0]["ganomaly"]["mean"], 0.425, rtol=0, atol=1e-12)

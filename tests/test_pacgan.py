@@ -12,9 +12,9 @@ from torch import nn
 from torch.testing import assert_close
 
 from gansuite.cli.aggregate import main as aggregate_main
-from gansuite.cli.aggregate import summarize
 from gansuite.config.keys import CONF_DIR
 from gansuite.errors import ConfigError
+from gansuite.metrics.summary import summarize
 from gansuite.nets.mlp import Discriminator, Generator, MaxoutLinear
 from gansuite.training.callbacks import Scatter2D
 from gansuite.training.run import train

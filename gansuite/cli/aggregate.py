@@ -1,4 +1,5 @@
-"""``gansuite-aggregate``: the 2D mode metrics of many runs, one row per data set and packing, beside PacGAN's Table 1.
+"""``gansuite-aggregate``: the 2D mode metrics of many runs, one row per data set and packing, beside PacGAN's Table 1;
+or, for anomaly runs, the one-class-out table (:mod:`gansuite.metrics.anomaly_table`).
 
     gansuite-aggregate multirun/2026-11-23/12-00-00                 # every run of a Hydra multirun
     gansuite-aggregate outputs/2026-11-23/10-00-00 outputs/... --json table.json
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gansuite.errors import ConfigError
+from gansuite.metrics.anomaly_table import (
+    anomaly_json,
+    anomaly_table,
+    find_anomaly_runs,
+    format_anomaly_table,
+)
+from gansuite.metrics.summary import Summary, summarize
 from gansuite.outputs import check_writable, write_text
 
 RESULT = Path("eval") / "modes.json"
@@ -55,30 +62,6 @@ class Run:
     modes: float
     high_quality: float  # a fraction
     reverse_kl: float  # inf when no sample was high quality
-
-
-@dataclass(frozen=True)
-class Summary:
-    mean: float
-    sem: float | None  # None for a single run
-
-    def format(self, digits: int, scale: float = 1.0) -> str:
-        if not math.isfinite(self.mean):
-            return "inf"
-        text = f"{self.mean * scale:.{digits}f}"
-        return text if self.sem is None or not math.isfinite(self.sem) else f"{text} ± {self.sem * scale:.{digits}f}"
-
-
-def summarize(values: list[float]) -> Summary:
-    """Mean and standard error of the mean (sample std, ddof=1, over sqrt(n)); no error for one value."""
-    if not values:
-        raise ValueError("summarize needs at least one value")
-    if any(not math.isfinite(v) for v in values):
-        return Summary(math.inf, None)
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return Summary(mean, None)
-    return Summary(mean, statistics.stdev(values) / math.sqrt(len(values)))
 
 
 def _config_value(config: Any, key: str) -> Any:
@@ -214,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="gansuite-aggregate",
         description="Mean ± standard error of the 2D mode metrics (eval/modes.json) of many runs, "
-                    "one row per data set and packing, beside PacGAN's Table 1.",
+                    "one row per data set and packing, beside PacGAN's Table 1; for anomaly runs "
+                    "(eval/anomaly_step_*.json), test AUROC per anomalous class and model.",
     )
     parser.add_argument("paths", nargs="+", type=Path, help="multirun directories, run directories or modes.json files")
     parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
@@ -226,12 +210,19 @@ def main(argv: list[str] | None = None) -> None:
             except ConfigError as err:
                 raise AggregateError(str(err).rstrip(".")) from None
         runs = find_runs(args.paths)
-        if not runs:
-            raise AggregateError(f"no {RESULT} under {', '.join(map(str, args.paths))}; pass a multirun directory or "
-                                 "run directories of finished 2D runs (the scatter_2d callback writes it)")
-    except AggregateError as err:
-        print(f"gansuite-aggregate: error: {err}", file=sys.stderr)
+        anomaly = [] if runs else find_anomaly_runs(args.paths)
+        if not runs and not anomaly:
+            raise AggregateError(f"no {RESULT} or eval/anomaly_step_*.json under {', '.join(map(str, args.paths))}; "
+                                 "pass a multirun directory or run directories of finished 2D or anomaly runs")
+    except (AggregateError, ConfigError) as err:
+        print(f"gansuite-aggregate: error: {str(err).rstrip('.')}", file=sys.stderr)
         sys.exit(2)
+    if anomaly:  # the one-class-out table of anomaly detectors (GANomaly's Fig. 4a)
+        tables = {metric: anomaly_table(anomaly, metric) for metric in ("auroc", "auprc")}
+        print(format_anomaly_table(tables["auroc"]))
+        if args.json:
+            write_text(args.json, json.dumps({m: anomaly_json(table) for m, table in tables.items()}, indent=2) + "\n")
+        return
     rows = aggregate(runs)
     print(format_table(rows))
     if args.json:  # renamed into place: never half a JSON

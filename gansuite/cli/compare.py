@@ -30,8 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gansuite.cli.aggregate import summarize
 from gansuite.errors import ConfigError
+from gansuite.metrics.summary import summarize
 from gansuite.outputs import SOFTWARE, check_output, write_text
 from gansuite.training.runs import CompareError, Run, find_runs, read_run
 
