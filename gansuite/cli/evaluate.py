@@ -242,6 +242,7 @@ def fetch_main(argv: list[str] | None = None) -> None:
     """``gansuite-fetch-weights``: download the extractor weights the metrics need, into the cache."""
     from gansuite.metrics.inception import INCEPTION_FILE, fetch_inception_weights, inception_cache_path
 
+    # One parser per command, alike in shape (prog, description, options) and in nothing else.
     parser = argparse.ArgumentParser(
         prog="gansuite-fetch-weights",
         description="Download the Inception-v3 weights that FID / IS / KID / precision-recall use into torch hub's "

