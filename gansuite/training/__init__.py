@@ -1,4 +1,4 @@
-"""Training machinery: the run (``run.train``), callbacks, checkpoints, devices, run directories, history.
+"""Training machinery: the run (``run.train``), callbacks, checkpoints, devices, run directories, runs read back.
 
 Importing any of it quiets what Lightning says that does not apply to gansuite's manual schedule; the
 build of a model (``gansuite.config.build``) imports it too, so gansuite-sample and gansuite-eval are
