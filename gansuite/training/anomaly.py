@@ -38,6 +38,7 @@ class AnomalyMetrics(EveryNSteps):
         super().__init__(every_n_steps=every_n_steps)
         self.ema, self.batch_size, self.num_examples = ema, batch_size, num_examples
         self.last: dict[str, Any] | None = None
+        self._test: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_saved = step
@@ -45,7 +46,9 @@ class AnomalyMetrics(EveryNSteps):
         if not trainer.is_global_zero or not hasattr(pl_module, "anomaly_score") \
                 or not hasattr(datamodule, "is_anomaly"):
             return
-        x, y = datamodule.heldout()
+        if self._test is None:  # the same 1,000 images at every measurement: taken from the data once
+            self._test = datamodule.heldout()
+        x, y = self._test
         scores = score_images(pl_module, x, ema=self.ema, batch_size=self.batch_size)
         values = anomaly_metrics(scores, datamodule.is_anomaly(y))
         ema = bool(self.ema and pl_module.generator_ema is not None)
