@@ -46,6 +46,7 @@ TINY_WIDTH = {
     "cyclegan": ["model.generator.width=4", "model.generator.n_blocks=1", "model.discriminator.width=4"],
     "ganomaly": ["model.generator.width=4", "model.discriminator.width=4"],
     "conv_autoencoder": ["model.generator.width=4"],
+    "fanogan": ["model.generator.width=4", "model.discriminator.width=4"],
     "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
                  "model.discriminator.x_width=16", "model.discriminator.y_width=8",
                  "model.discriminator.joint_width=16"],
@@ -115,7 +116,7 @@ OFFLINE_DATA = {
     "resnet_wgan_gp": ["data.resolution=32"], "sngan": ["data.resolution=32"], "sngan_projection": ["data.resolution=32"],
     "srresnet": ["data=sr_mnist"], "srgan": ["data=sr_mnist"], "pix2pix": ["data=edges2digits"],
     "cyclegan": ["data=digit_styles"], "ganomaly": ["data=mnist_anomaly"],
-    "conv_autoencoder": ["data=mnist_anomaly"],
+    "conv_autoencoder": ["data=mnist_anomaly"], "fanogan": ["data=mnist_anomaly"],
 }
 
 

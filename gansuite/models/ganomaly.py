@@ -71,6 +71,11 @@ class GANomaly(AdversarialModule):
                 "reconstruction": "mean((x - x_hat)^2) over the pixels"}[self.score_kind]
 
     @torch.no_grad()
+    def reconstruct(self, x: Tensor, ema: bool = True) -> Tensor:
+        """x_hat for images ``x``, from the (EMA) generator in eval mode."""
+        return self.sample(x, ema=ema)
+
+    @torch.no_grad()
     def anomaly_score(self, x: Tensor, ema: bool = True) -> Tensor:
         """One score per image (higher: more anomalous), of the (EMA) generator in eval mode: see ``score``."""
         with self.evaluating(ema) as net:

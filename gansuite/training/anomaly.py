@@ -5,7 +5,8 @@ Every N steps and at the end, for a module with ``anomaly_score`` on data with `
 ``val/auroc`` and ``val/auprc`` and written with their protocol (score definition, split sizes, anomaly
 class) to ``<run>/eval/anomaly_step_XXXXXX.json``, and ``samples/anomaly_step_XXXXXX.png`` shows the
 highest-scoring test images over their reconstructions, then the lowest-scoring ones. Nothing is selected
-on these numbers: they are the test split's. Silent for other families and data.
+on these numbers: they are the test split's. Silent for other families and data, and while a module says
+its scores are not ready (``scores_ready``: f-AnoGAN before its encoder has trained).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class AnomalyMetrics(EveryNSteps):
         self._last_saved = step
         datamodule = getattr(trainer, "datamodule", None)
         if not trainer.is_global_zero or not hasattr(pl_module, "anomaly_score") \
-                or not hasattr(datamodule, "is_anomaly"):
+                or not hasattr(datamodule, "is_anomaly") or not getattr(pl_module, "scores_ready", True):
             return
         if self._test is None:  # the same 1,000 images at every measurement: taken from the data once
             self._test = datamodule.heldout()
@@ -73,7 +74,7 @@ class AnomalyMetrics(EveryNSteps):
         rows = []
         for idx in (order[:k], order[-k:].flip(0)):  # the highest scores, then the lowest (lowest first)
             images = x[idx].to(module.device, module.dtype)
-            rows += [images.float().cpu(), module.sample(images, ema=self.ema).float().cpu()]
+            rows += [images.float().cpu(), module.reconstruct(images, ema=self.ema).float().cpu()]
         with atomic_path(path) as tmp:
             save_png(denormalize(torch.cat(rows)), tmp, nrow=k, padding=2, pad_value=1.0)
 
