@@ -195,3 +195,24 @@ def test_gansuite_aggregate_prints_the_one_class_out_table_with_hand_computed_me
     assert "ganomaly above conv_autoencoder on 1 of 2 classes" in out
     table = json.loads((tmp_path / "table.json").read_text())
     assert_close(table["auprc"]["rows"][0]["ganomaly"]["mean"], 0.425, rtol=0, atol=1e-12)
+
+
+def test_gansuite_aggregate_selected_reports_the_measurement_chosen_on_validation(tmp_path, capsys):
+    from gansuite.cli import aggregate
+
+    for seed, (last, chosen) in enumerate([(0.6, 0.9), (0.7, 0.8)]):
+        _fake_run(tmp_path, f"f{seed}", "fanogan", 0, seed, last)
+        _fake_run(tmp_path, f"g{seed}", "ganomaly", 0, seed, 0.5)
+        for name, value in ((f"f{seed}", chosen), (f"g{seed}", 0.4)):
+            (tmp_path / name / "eval" / "anomaly_selected.json").write_text(json.dumps(
+                {"step": 300, "values": {"auroc": value, "auprc": 0.1}, "protocol": {"anomaly_class": 0}}))
+    aggregate.main([str(tmp_path)])
+    assert "| 0 | 0.500 ± 0.000 | 0.650 ± 0.050 |" in capsys.readouterr().out  # the last measurements
+    aggregate.main([str(tmp_path), "--selected"])
+    out = capsys.readouterr().out
+    assert "| anomaly class | ganomaly | fanogan |" in out
+    assert "| 0 | 0.400 ± 0.000 | 0.850 ± 0.050 |" in out  # (0.9 + 0.8) / 2, std 0.0707 / sqrt(2)
+    (tmp_path / "f1" / "eval" / "anomaly_selected.json").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        aggregate.main([str(tmp_path), "--selected"])
+    assert exit_info.value.code == 2 and "data.validation_anomalies" in capsys.readouterr().err

@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("paths", nargs="+", type=Path, help="multirun directories, run directories or modes.json files")
     parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
+    parser.add_argument("--selected", action="store_true",
+                        help="anomaly runs: the measurement chosen on the validation split (eval/anomaly_selected.json) "
+                             "instead of the last one")
     args = parser.parse_args(argv)
     try:
         if args.json is not None:  # before reading anything: the table must have somewhere to go
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
             except ConfigError as err:
                 raise AggregateError(str(err).rstrip(".")) from None
         runs = find_runs(args.paths)
-        anomaly = [] if runs else find_anomaly_runs(args.paths)
+        anomaly = [] if runs else find_anomaly_runs(args.paths, args.selected)
         if not runs and not anomaly:
             raise AggregateError(f"no {RESULT} or eval/anomaly_step_*.json under {', '.join(map(str, args.paths))}; "
                                  "pass a multirun directory or run directories of finished 2D or anomaly runs")

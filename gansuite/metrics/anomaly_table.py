@@ -2,7 +2,9 @@
 class, one column per model, test AUROC as mean ± standard error over seeds.
 
 Read from finished runs: each run's last ``eval/anomaly_step_*.json`` (``callbacks.anomaly_metrics``)
-gives AUROC, AUPRC and the anomaly class; its ``.hydra/config.yaml`` gives the model and the seed.
+gives AUROC, AUPRC and the anomaly class, or with ``selected`` its ``eval/anomaly_selected.json`` (the
+measurement chosen on the validation split's labelled anomalies); its ``.hydra/config.yaml`` gives the
+model and the seed.
 ``gansuite-aggregate`` prints it for multirun directories of anomaly runs.
 """
 
@@ -19,6 +21,9 @@ from gansuite.errors import ConfigError
 from gansuite.metrics.summary import summarize
 
 PATTERN = "anomaly_step_*.json"
+SELECTED = "anomaly_selected.json"
+# Column order: the GAN detectors first, then the baselines by name.
+FIRST = ("ganomaly", "fanogan")
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,17 @@ class AnomalyRun:
     auprc: float
 
 
-def read_anomaly_run(run_dir: Path) -> AnomalyRun | None:
-    """The run's last measurement, or None when it has none."""
+def read_anomaly_run(run_dir: Path, selected: bool = False) -> AnomalyRun | None:
+    """The run's last measurement (or with ``selected`` the one chosen on the validation split), or None
+    when it has none."""
     results = sorted((run_dir / "eval").glob(PATTERN))
     if not results:
         return None
+    if selected:
+        results = [run_dir / "eval" / SELECTED]
+        if not results[0].is_file():
+            raise ConfigError(f"{run_dir} has no eval/{SELECTED}: nothing was selected in it; train with labelled "
+                              f"validation anomalies (data.validation_anomalies=20), or leave out --selected.")
     try:
         record = json.loads(results[-1].read_text())
         config = OmegaConf.load(run_dir / ".hydra" / "config.yaml") if (run_dir / ".hydra").is_dir() else None
@@ -50,16 +61,16 @@ def read_anomaly_run(run_dir: Path) -> AnomalyRun | None:
                           "written by gansuite-train with callbacks.anomaly_metrics.") from None
 
 
-def find_anomaly_runs(paths: list[Path]) -> list[AnomalyRun]:
+def find_anomaly_runs(paths: list[Path], selected: bool = False) -> list[AnomalyRun]:
     """Every run with an anomaly measurement under ``paths`` (multirun or run directories)."""
     dirs = {hit.parent.parent.resolve() for path in paths if path.is_dir() for hit in path.rglob(f"eval/{PATTERN}")}
-    return [run for run in (read_anomaly_run(d) for d in sorted(dirs)) if run is not None]
+    return [run for run in (read_anomaly_run(d, selected) for d in sorted(dirs)) if run is not None]
 
 
 def anomaly_table(runs: list[AnomalyRun], metric: str = "auroc") -> dict[str, Any]:
     """``{"models": [...], "rows": [{"class": k, model: Summary, ...}], "mean": {model: Summary},
     "wins": {(a, b): digits where a's mean beats b's}}``, summaries over seeds."""
-    models = sorted({r.model for r in runs}, key=lambda m: (m != "ganomaly", m))
+    models = sorted({r.model for r in runs}, key=lambda m: (FIRST.index(m) if m in FIRST else len(FIRST), m))
     classes = sorted({r.anomaly_class for r in runs})
     cell = {(r.model, r.anomaly_class): [] for r in runs}
     for r in runs:

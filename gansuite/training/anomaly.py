@@ -7,6 +7,12 @@ class) to ``<run>/eval/anomaly_step_XXXXXX.json``, and ``samples/anomaly_step_XX
 highest-scoring test images over their reconstructions, then the lowest-scoring ones. Nothing is selected
 on these numbers: they are the test split's. Silent for other families and data, and while a module says
 its scores are not ready (``scores_ready``: f-AnoGAN before its encoder has trained).
+
+Model selection uses the validation split only. When it holds labelled anomalies (the user asked for some:
+``data.validation_anomalies``), every measurement also scores it, logs ``sel/auroc`` and ``sel/auprc``, and
+``eval/anomaly_selected.json`` names the measurement with the highest validation AUROC (the earliest of
+ties) and the test numbers it had then: the number a selected model reports, chosen without the test split.
+Without validation anomalies nothing is selected and the last measurement is the run's number.
 """
 
 from __future__ import annotations
@@ -39,7 +45,15 @@ class AnomalyMetrics(EveryNSteps):
         super().__init__(every_n_steps=every_n_steps)
         self.ema, self.batch_size, self.num_examples = ema, batch_size, num_examples
         self.last: dict[str, Any] | None = None
+        self.selected: dict[str, Any] | None = None  # the measurement with the best validation AUROC so far
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._validation: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"selected": self.selected}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.selected = state_dict.get("selected")
 
     def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_saved = step
@@ -57,14 +71,37 @@ class AnomalyMetrics(EveryNSteps):
                   "protocol": {"score": pl_module.score_definition, "generator": "EMA" if ema else "trained",
                                "split": "test (the held-out split; nothing is selected on it)",
                                "chance_auprc": values["anomaly_share"], **datamodule.protocol()}}
-        self.last = record
         logged = {f"val/{k}": v for k, v in record["values"].items()}
+        selection = self._selection(pl_module, datamodule)
+        if selection is not None:
+            record["selection"] = selection
+            logged.update({f"sel/{k}": selection[k] for k in ("auroc", "auprc")})
+        self.last = record
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=step)
         history(step, logged, run_folder(pl_module))
         root = Path(trainer.default_root_dir)
         write_json(root / "eval" / f"anomaly_step_{step:06d}.json", record)
+        if selection is not None and (self.selected is None or selection["auroc"] > self.selected["selection"]["auroc"]):
+            self.selected = {**record, "rule": "the measurement with the highest validation AUROC (sel/auroc); "
+                                               "the test split is not looked at"}
+            write_json(root / "eval" / "anomaly_selected.json", self.selected)
         self._picture(pl_module, x, scores, root / "samples" / f"anomaly_step_{step:06d}.png")
+
+    def _selection(self, module: L.LightningModule, datamodule: Any) -> dict[str, Any] | None:
+        """AUROC and AUPRC on the validation split, when it holds labelled anomalies; else None."""
+        if not hasattr(datamodule, "validation"):
+            return None
+        if self._validation is None:
+            self._validation = datamodule.validation()
+        x, y = self._validation
+        labels = datamodule.is_anomaly(y)
+        anomalies = int(labels.sum())
+        if not anomalies or anomalies == len(labels):
+            return None
+        values = anomaly_metrics(score_images(module, x, ema=self.ema, batch_size=self.batch_size), labels)
+        return {"split": "validation", "auroc": values["auroc"], "auprc": values["auprc"],
+                "normals": len(labels) - anomalies, "anomalies": anomalies}
 
     def _picture(self, module: L.LightningModule, x: torch.Tensor, scores: torch.Tensor, path: Path) -> None:
         from gansuite.outputs import atomic_path, save_png
