@@ -84,6 +84,7 @@ ROWS = [
     Row("model=pix2pix data=mnist_offline", 2, "needs paired image pairs"),
     Row("model=ganomaly data=mnist_anomaly data.anomaly_class=10", 2, "data.anomaly_class: 10 is not a digit"),
     Row("model=ganomaly data=mnist_anomaly model.module.score=psnr", 2, "model.module.score: 'psnr' is unknown"),
+    Row("model=fanogan data=mnist_anomaly model.module.gan_steps=-1", 2, "model.module.gan_steps must be a count of steps"),
     Row("model=dcgan data=edges2digits", 2, "makes images from noise"),
     # Keys and options that do not exist: the nearest real one is named.
     Row("trainer.max_step=100", 2, "trainer.max_step is not a key of the config; the nearest key is trainer.max_steps"),
