@@ -216,3 +216,25 @@ def test_gansuite_aggregate_selected_reports_the_measurement_chosen_on_validatio
     with pytest.raises(SystemExit) as exit_info:
         aggregate.main([str(tmp_path), "--selected"])
     assert exit_info.value.code == 2 and "data.validation_anomalies" in capsys.readouterr().err
+
+
+def test_with_validation_anomalies_the_run_selects_a_measurement_on_validation_alone(tmp_path):
+    trains(tmp_path, "model=ganomaly", "data=mnist_anomaly", "data.validation_anomalies=6",
+           "data.validation_size=18", "callbacks=default", "callbacks.anomaly_metrics.every_n_steps=1",
+           "callbacks.progress_bar=null", steps=3)
+    records = [json.loads((tmp_path / "eval" / f"anomaly_step_{s:06d}.json").read_text()) for s in (1, 2, 3)]
+    for record in records:
+        assert record["selection"]["normals"] == 18 and record["selection"]["anomalies"] == 6
+        assert record["protocol"]["validation_anomalies"] == 6
+    best = max(records, key=lambda r: (r["selection"]["auroc"], -r["step"]))  # the earliest of ties
+    selected = json.loads((tmp_path / "eval" / "anomaly_selected.json").read_text())
+    assert selected["step"] == best["step"] and selected["values"] == best["values"]
+    history = (tmp_path / "history.csv").read_text()
+    assert f"2,sel/auroc,{records[1]['selection']['auroc']!r}" in history
+
+
+def test_without_validation_anomalies_nothing_is_selected(tmp_path):
+    trains(tmp_path, "model=conv_autoencoder", "data=mnist_anomaly", "callbacks=default",
+           "callbacks.anomaly_metrics.every_n_steps=1", "callbacks.progress_bar=null", steps=1)
+    assert "selection" not in json.loads((tmp_path / "eval" / "anomaly_step_000001.json").read_text())
+    assert not (tmp_path / "eval" / "anomaly_selected.json").exists()

@@ -30,7 +30,7 @@ FIRST = ("ganomaly", "fanogan")
 class AnomalyRun:
     path: Path
     model: str
-    anomaly_class: int
+    anomaly_class: int | str  # the held-out class, or a folder run's data name
     seed: int | None
     step: int
     auroc: float
@@ -53,12 +53,17 @@ def read_anomaly_run(run_dir: Path, selected: bool = False) -> AnomalyRun | None
         config = OmegaConf.load(run_dir / ".hydra" / "config.yaml") if (run_dir / ".hydra").is_dir() else None
         model = OmegaConf.select(config, "model.name") if config is not None else None
         seed = OmegaConf.select(config, "seed") if config is not None else None
-        return AnomalyRun(path=run_dir, model=str(model or "?"), anomaly_class=int(record["protocol"]["anomaly_class"]),
+        return AnomalyRun(path=run_dir, model=str(model or "?"), anomaly_class=_row_key(record["protocol"]),
                           seed=None if seed is None else int(seed), step=int(record["step"]),
                           auroc=float(record["values"]["auroc"]), auprc=float(record["values"]["auprc"]))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{results[-1]} is not an anomaly measurement ({type(err).__name__}); pass run directories "
                           "written by gansuite-train with callbacks.anomaly_metrics.") from None
+
+
+def _row_key(protocol: dict[str, Any]) -> int | str:
+    """The table row a run belongs to: its anomaly class, or for a folder (no classes) its data name."""
+    return int(protocol["anomaly_class"]) if "anomaly_class" in protocol else str(protocol["data"])
 
 
 def find_anomaly_runs(paths: list[Path], selected: bool = False) -> list[AnomalyRun]:
@@ -71,7 +76,7 @@ def anomaly_table(runs: list[AnomalyRun], metric: str = "auroc") -> dict[str, An
     """``{"models": [...], "rows": [{"class": k, model: Summary, ...}], "mean": {model: Summary},
     "wins": {(a, b): digits where a's mean beats b's}}``, summaries over seeds."""
     models = sorted({r.model for r in runs}, key=lambda m: (FIRST.index(m) if m in FIRST else len(FIRST), m))
-    classes = sorted({r.anomaly_class for r in runs})
+    classes = sorted({r.anomaly_class for r in runs}, key=lambda k: (isinstance(k, str), str(k).zfill(8)))
     cell = {(r.model, r.anomaly_class): [] for r in runs}
     for r in runs:
         cell[(r.model, r.anomaly_class)].append(getattr(r, metric))
