@@ -238,3 +238,17 @@ def test_without_validation_anomalies_nothing_is_selected(tmp_path):
            "callbacks.anomaly_metrics.every_n_steps=1", "callbacks.progress_bar=null", steps=1)
     assert "selection" not in json.loads((tmp_path / "eval" / "anomaly_step_000001.json").read_text())
     assert not (tmp_path / "eval" / "anomaly_selected.json").exists()
+
+
+def test_the_selection_survives_a_resume(tmp_path):
+    common = ["model=ganomaly", "data=mnist_anomaly", "data.validation_anomalies=6", "data.validation_size=18",
+              "callbacks=default", "callbacks.anomaly_metrics.every_n_steps=1", "callbacks.progress_bar=null",
+              "trainer.checkpoint_every=2"]
+    train(make_cfg(tmp_path / "first", *common, "trainer.max_steps=2"))
+    result = train(make_cfg(tmp_path / "second", *common, "trainer.max_steps=3", f"resume={tmp_path / 'first'}"))
+    callback = next(c for c in result["trainer"].callbacks if type(c).__name__ == "AnomalyMetrics")
+    records = [json.loads(p.read_text()) for run in ("first", "second")
+               for p in sorted((tmp_path / run / "eval").glob("anomaly_step_*.json"))]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    best = max(records, key=lambda r: (r["selection"]["auroc"], -r["step"]))
+    assert callback.selected["step"] == best["step"]
