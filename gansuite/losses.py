@@ -90,3 +90,11 @@ def hinge_d(real: Tensor, fake: Tensor) -> Tensor:
 def hinge_g(fake: Tensor) -> Tensor:
     """-E[D(G(z))]."""
     return -fake.mean()
+
+
+def matching_aware_d(d_loss: DLoss, real: Tensor, wrong: Tensor, fake: Tensor) -> Tensor:
+    """GAN-CLS's discriminator loss (Reed et al. 2016, Algorithm 1) for any separable ``d_loss``: real images with
+    their own captions are real; real images with mismatched captions (``wrong``) and generated images with
+    their captions (``fake``) are fake, weighted half each. For the paper's BCE this is
+    ``-log D(x, h) - (log(1 - D(x, h_wrong)) + log(1 - D(x_gen, h))) / 2``."""
+    return 0.5 * (d_loss(real, wrong) + d_loss(real, fake))

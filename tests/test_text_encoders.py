@@ -47,3 +47,29 @@ def test_the_backward_gru_reads_each_caption_reversed():
     backward, _ = encoder.backward_gru(vectors.flip(1))
     pooled = torch.cat([forward, backward.flip(1)], -1).mean(1)
     assert_close(encoder(tokens), encoder.out(pooled), rtol=1e-5, atol=1e-6)
+
+
+def test_the_matching_aware_loss_matches_the_papers_formula_for_bce():
+    from gansuite.losses import bce_d, hinge_d, matching_aware_d
+
+    real, wrong, fake = torch.tensor([2.0]), torch.tensor([0.5]), torch.tensor([-1.0])
+    sigmoid = torch.sigmoid
+    expected = -torch.log(sigmoid(real)) - (torch.log(1 - sigmoid(wrong)) + torch.log(1 - sigmoid(fake))) / 2
+    assert_close(matching_aware_d(bce_d, real, wrong, fake), expected.squeeze())
+    # hinge: relu(1 - 2) + (relu(1 + 0.5) + relu(1 - 1)) / 2 = 0.75
+    assert_close(matching_aware_d(hinge_d, real, wrong, fake), torch.tensor(0.75))
+
+
+def test_the_networks_condition_on_the_caption():
+    from gansuite.nets.text_to_image import MatchingDiscriminator, TextConditionalGenerator
+
+    torch.manual_seed(0)
+    g = TextConditionalGenerator(shape=(1, 28, 28), latent_dim=5, text_dim=6, projected=4, width=4).eval()
+    d = MatchingDiscriminator(shape=(1, 28, 28), text_dim=6, projected=4, width=4).eval()
+    z, text = torch.randn(3, 5), torch.randn(3, 6)
+    x = g(z, text)
+    assert x.shape == (3, 1, 28, 28) and d(x, text).shape == (3,)
+    assert not torch.allclose(g(z, text), g(z, text.flip(0)))  # another caption, another image
+    assert not torch.allclose(d(x, text), d(x, text.flip(0)))  # another caption, another score
+    d(x, text).sum().backward()
+    assert all(p.grad is not None for p in d.parameters())
