@@ -79,6 +79,9 @@ ROWS = [
         "model.g_scheduler: ReduceLROnPlateau needs a metric"),
     Row("eval=default eval.metrics=fid", 2, "eval.metrics must be a list of strings (got 'fid')"),
     Row("eval=default eval.num_samples=many", 2, "eval.num_samples must be an integer"),
+    Row("eval=default eval.metrics=[cas]", 2, "eval.metrics: cas and aug_gain need a class-conditional model"),
+    Row("model=cgan eval=default eval.metrics=[cas] eval.cas_per_class=401", 2, "eval.cas_per_class=401: cas_real trains on that many real training images per class"),
+    Row("model=cgan eval=default eval.metrics=[aug_gain] eval.aug_real_per_class=[a]", 2, "eval.aug_real_per_class must be a list of integers"),
     # Models and data that do not go together.
     Row("model=dcgan data=ring8", 2, "DCGAN is convolutional and needs images"),
     Row("model=pix2pix data=mnist_offline", 2, "needs paired image pairs"),

@@ -42,9 +42,10 @@ __all__ = ["CompareError", "Run", "compare_rows", "find_runs", "format_table", "
 # gansuite.metrics.results.HIGHER_IS_BETTER, is part of it (a test checks); not imported, as it brings
 # in torch. The image-to-image names are those of gansuite.training.translation.TranslationMetrics.
 HIGHER_IS_BETTER = {"is", "precision", "recall", "cond_acc", "classes_covered", "stacked_modes",  # evaluation
+                    "cas", "cas_real", "aug_gain", "aug_acc_mixed", "aug_acc_real",  # metrics.augmentation
                     "modes", "high_quality",  # 2D mixtures (metrics.modes)
                     "psnr", "ssim", "class_kept_a2b"}  # image-to-image (TranslationMetrics)
-_COUNT = re.compile(r"_\d+k?$")
+_COUNT = re.compile(r"_(\d+k?|k\d+)$")  # a sample count (fid_10k, modes_2500) or aug_gain's k (aug_gain_k10)
 
 
 def higher_is_better(metric: str) -> bool:

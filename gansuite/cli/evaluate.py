@@ -89,8 +89,9 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
     if evaluator is None:
         raise ConfigError(f"eval: nothing to measure for {cfg.data._target_} with eval.extractor={cfg.eval.extractor}; "
                           "2D runs get their mode metrics from callbacks.scatter_2d.")
+    evaluator.prepare(module)
     result = evaluator.evaluate(module, step=checkpoint.get("gansuite_step"), ema=ema)
-    result.extra = {"checkpoint": str(path)}
+    result.extra = {**result.extra, "checkpoint": str(path)}
     return result
 
 

@@ -59,6 +59,8 @@ class EvalSchema:
     inception_weights: str | None = None
     download: bool = True
     cache_dir: str | None = None
+    cas_per_class: int | None = None
+    aug_real_per_class: list[int] = field(default_factory=lambda: [10, 50, 100])
 
 
 @dataclass
@@ -108,7 +110,8 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is not a key gansuite reads; remove it (its keys: "
                               f"{', '.join(sorted(names))}).") from None
         except ValidationError as err:
-            name = str(err.key)
+            # An element of a list field (eval.aug_real_per_class=[a]) is reported by its index: name the field.
+            name = str(err.full_key).split("[", 1)[0].split(".", 1)[0] if err.full_key else str(err.key)
             key = f"{prefix}{name}"
             value = OmegaConf.select(node, name) if group else node._get_node(name)._value()
             raise ConfigError(f"{key} must be {_expected(schema, name)} (got {value!r}); fix the value of {key} "

@@ -37,7 +37,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("model.g_optimizer.lr", "model.d_optimizer.lr", "model.module.grad_clip"):
         _positive(cfg, key)
     for key in ("trainer.max_steps", "trainer.checkpoint_every", "trainer.log_every_n_steps", "data.batch_size",
-                "trainer.threads",
+                "trainer.threads", "eval.cas_per_class",
                 "loss.n_critic", "loss.regularizer.every", "model.latent_dim"):
         _positive(cfg, key, integer=True)
     decay = OmegaConf.select(cfg, "model.module.ema_decay")

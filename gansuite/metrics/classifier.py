@@ -149,16 +149,23 @@ def _shift(x: Tensor, max_shift: int, g: torch.Generator) -> Tensor:
     return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
-def _train(model: DomainClassifier, x: Tensor, y: Tensor, *, epochs: int, seed: int, device: torch.device) -> None:
+def _train(model: DomainClassifier, x: Tensor, y: Tensor, *, epochs: int, seed: int, device: torch.device,
+           steps: int | None = None) -> None:
+    """The recipe: AdamW at LR with a cosine decay to 0, batches of BATCH_SIZE with random shifts, ``epochs`` passes.
+
+    ``steps`` instead stops after that many optimizer steps, passing over ``x`` as often as it takes (the
+    cosine decay spans ``steps``): classifiers trained on sets of different sizes then get the same budget
+    (:mod:`gansuite.metrics.augmentation`). A set smaller than a batch is one batch, whole.
+    """
     g = torch.Generator().manual_seed(seed)
     steps_per_epoch = max(1, len(x) // BATCH_SIZE)  # full batches only; a partial one would upset batch norm
-    total = epochs * steps_per_epoch
+    total = epochs * steps_per_epoch if steps is None else steps
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     model.train()
     step = 0
-    for _ in range(epochs):
+    while step < total:
         order = torch.randperm(len(x), generator=g)
-        for i in range(steps_per_epoch):
+        for i in range(min(steps_per_epoch, total - step)):
             idx = order[i * BATCH_SIZE:(i + 1) * BATCH_SIZE]
             xb = _shift(x[idx], SHIFT, g) if SHIFT else x[idx]
             for group in opt.param_groups:

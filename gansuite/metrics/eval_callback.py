@@ -21,6 +21,8 @@ from gansuite.errors import ConfigError
 from gansuite.history import record, run_folder
 from gansuite.metrics import fidelity
 from gansuite.metrics import inception as metrics_inception
+from gansuite.metrics.augmentation import AUG_REAL_PER_CLASS, AugmentationMetrics, check_data
+from gansuite.metrics.augmentation import METRICS as AUGMENTATION_METRICS
 from gansuite.metrics.evaluator import Evaluator
 from gansuite.metrics.results import HIGHER_IS_BETTER, LOWER_IS_BETTER, EvalResult, is_better, short_name
 
@@ -42,6 +44,8 @@ def make_evaluator(
     cache_dir: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     log: Callable[[str], None] = print,
+    cas_per_class: int | None = None,
+    aug_real_per_class: Iterable[int] = AUG_REAL_PER_CLASS,
 ) -> Evaluator | None:
     """The evaluation a data module calls for, with its reference features ready (cached on disk).
 
@@ -50,6 +54,8 @@ def make_evaluator(
     and nothing for 2D points (their mode metrics come from the scatter callback).
     ``precision`` is how the extractor computes features (``exact`` or ``tf32``, see
     :data:`gansuite.metrics.inception.PRECISIONS`), for the reference as for the samples.
+    ``cas`` and ``aug_gain`` in ``metrics`` train classifiers on ``cas_per_class`` samples per class
+    (:mod:`gansuite.metrics.augmentation`); they need labelled images, else one ConfigError sentence.
     Fails here, before any training, when weights are needed and cannot be had.
     """
     from gansuite.data.digits import StackedMNIST
@@ -61,7 +67,11 @@ def make_evaluator(
     if num_real is not None and (not isinstance(num_real, int) or num_real < 2):
         raise ConfigError(f"eval.num_real: {num_real!r} is too small; set it to null (the whole split) or >= 2.")
     metrics_inception.check_precision(precision)
+    metrics = list(metrics)
+    augmented = [m for m in metrics if m in AUGMENTATION_METRICS]
     shape = tuple(datamodule.shape)
+    if augmented:
+        check_data(datamodule)  # before 2D points and image pairs are let off below
     if len(shape) != 3:
         return None
     if getattr(datamodule, "kind", None) and extractor == "auto":
@@ -115,9 +125,16 @@ def make_evaluator(
             return feats, y
 
         reference = fidelity.load_or_compute_reference(key, compute, cache_dir, log=log)
+    augmentation = None
+    if augmented:
+        augmentation = AugmentationMetrics(
+            datamodule=datamodule, metrics=augmented, per_class=cas_per_class, real_per_class=aug_real_per_class,
+            seed=seed, batch_size=batch_size, cache_dir=cache_dir, device=device, log=log,
+            classifier=classifier if classifier is not None and not stacked else None,
+            classifier_sha256=protocol.get("classifier_sha256"))
     return Evaluator(extractor=ext, reference=reference, metrics=metrics, num_samples=num_samples,
                      batch_size=batch_size, seed=seed, classifier=classifier, num_classes=datamodule.num_classes,
-                     stacked=stacked, protocol=protocol)
+                     stacked=stacked, protocol=protocol, augmentation=augmentation)
 
 
 # ----------------------------------------------------------------------------- callback
@@ -222,7 +239,7 @@ class EvalCallback(L.Callback):
         if trainer.is_global_zero:
             record(step, {k: v for k, v in logged.items() if k.startswith("val/")}, run_folder(trainer.lightning_module))
         out = self.output_dir(trainer)
-        result.extra = {"best": self.best}
+        result.extra = {**result.extra, "best": self.best}
         result.write_json(out / f"eval_step_{step:06d}.json")
         return result, self.monitor is not None and self.monitor in improved
 

@@ -10,7 +10,7 @@ classifier's feature space, a ``_clf`` tag: ``fid_10k`` (Inception) vs ``fid_clf
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -21,6 +21,9 @@ from gansuite.metrics import fidelity
 from gansuite.metrics import inception as metrics_inception
 from gansuite.metrics.results import EvalResult, MetricNaming
 
+if TYPE_CHECKING:
+    from gansuite.metrics.augmentation import AugmentationMetrics
+
 MIN_SAMPLES = 4  # k = 3 nearest neighbours need 4 points
 
 class Evaluator(MetricNaming):
@@ -29,7 +32,9 @@ class Evaluator(MetricNaming):
     Args:
         extractor: feature extractor for FID / IS / KID / precision-recall, or None.
         reference: real features from the same extractor (needed with ``extractor``).
-        metrics: which of ``fid``, ``is``, ``kid``, ``prc`` to compute with ``extractor``.
+        metrics: which of ``fid``, ``is``, ``kid``, ``prc`` to compute with ``extractor``, and of ``cas``,
+            ``aug_gain`` (classifiers trained on the samples, :mod:`gansuite.metrics.augmentation`), which
+            ``augmentation`` computes.
         num_samples: generated images per evaluation (in every key: ``fid_10k``).
         batch_size: images generated and embedded at once; part of the protocol, since it
             decides how the seeded inputs are drawn.
@@ -38,6 +43,8 @@ class Evaluator(MetricNaming):
             logits are ``extractor``'s when that is the classifier), or for Stacked MNIST modes.
         stacked: the data is Stacked MNIST: report modes and KL over its 1,000 modes.
         protocol: recorded facts about the reference and extractor (dataset, split, hashes).
+        augmentation: computes ``cas`` and ``aug_gain`` (needed when ``metrics`` names them); its protocol is
+            recorded under ``cas``.
     """
 
     def __init__(
@@ -53,11 +60,19 @@ class Evaluator(MetricNaming):
         num_classes: int | None = None,
         stacked: bool = False,
         protocol: dict[str, Any] | None = None,
+        augmentation: AugmentationMetrics | None = None,
     ) -> None:
-        self.metrics = tuple(metrics) if extractor is not None else ()
-        unknown = sorted(set(self.metrics) - set(fidelity.METRICS))
+        from gansuite.metrics.augmentation import METRICS as AUGMENTATION_METRICS
+
+        metrics = tuple(metrics)
+        unknown = sorted(set(metrics) - set(fidelity.METRICS) - set(AUGMENTATION_METRICS))
         if unknown:
-            raise ConfigError(f"eval.metrics: {unknown[0]!r} is not a metric; use some of {', '.join(fidelity.METRICS)}.")
+            raise ConfigError(f"eval.metrics: {unknown[0]!r} is not a metric; use some of "
+                              f"{', '.join(fidelity.METRICS + AUGMENTATION_METRICS)}.")
+        if set(metrics) & set(AUGMENTATION_METRICS) and augmentation is None:
+            raise ValueError("Evaluator: cas and aug_gain need augmentation=AugmentationMetrics(...)")
+        self.metrics = tuple(m for m in metrics if m in fidelity.METRICS) if extractor is not None else ()
+        self.augmentation = augmentation
         if not isinstance(num_samples, int) or num_samples < MIN_SAMPLES:
             raise ConfigError(f"eval.num_samples: {num_samples!r} is too small (precision/recall needs "
                               f"{MIN_SAMPLES}); set eval.num_samples=10000 or similar.")
@@ -85,6 +100,12 @@ class Evaluator(MetricNaming):
         for start in range(0, self.num_samples, self.batch_size):
             yield module.make_inputs(min(self.batch_size, self.num_samples - start), rng)
 
+    def prepare(self, module: L.LightningModule) -> None:
+        """Check, before any training, that ``module`` can be measured as asked (``cas`` and ``aug_gain`` need a
+        class-conditional model: one ConfigError sentence otherwise), and record how its classes are read."""
+        if self.augmentation is not None:
+            self.augmentation.prepare(module)
+
     @torch.no_grad()
     def evaluate(self, module: L.LightningModule, step: int | None = None, ema: bool = True,
                  rank: int = 0, world: int = 1) -> EvalResult | None:
@@ -94,6 +115,7 @@ class Evaluator(MetricNaming):
         generates and embeds input batches ``r, r + world, ...``; rank 0 gathers them, puts them back
         in batch order and computes the metrics, so they equal one process's for the same samples.
         Ranks may hold one batch more or fewer. Only rank 0 gets the result; the others get None.
+        ``cas`` and ``aug_gain`` are computed by rank 0 alone, after the others.
         """
         cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=cuda):
@@ -104,7 +126,7 @@ class Evaluator(MetricNaming):
                     # A generator that draws noise of its own (dropout kept on) draws it from a seed per
                     # batch: the same samples in every evaluation, on any number of ranks.
                     torch.manual_seed(self.seed * 1_000_003 + index)
-                    yield index, self._embed(module.sample(inputs, ema=ema).float(), _labels_of(inputs))
+                    yield index, self._embed(module.sample(inputs, ema=ema).float(), labels_of(inputs))
 
             if world == 1:
                 # Batch by batch into the running statistics: nothing waits on the device until the end.
@@ -113,16 +135,24 @@ class Evaluator(MetricNaming):
                 batches = _gather_to_all([(index, _to_cpu(item)) for index, item in embedded()])
                 if rank != 0:
                     if not all(item["finite"] for _, item in batches):
-                        raise NonFiniteLossError(_NONFINITE_SAMPLES)  # every rank stops, none waits
+                        raise NonFiniteLossError(NONFINITE_SAMPLES)  # every rank stops, none waits
                     return None
                 batches.sort(key=lambda pair: pair[0])
                 result = self._measure(item for _, item in batches)
+        if self.augmentation is not None:
+            values, extra = self.augmentation.measure(module, ema=ema)
+            result.values.update(values)
+            result.extra.update(extra)
         result.step = step
         return result
 
     @torch.no_grad()
     def evaluate_images(self, batches: Iterable[Tensor]) -> EvalResult:
         """Metrics of given images (floats in [-1, 1]), e.g. a folder; exactly ``num_samples`` are used."""
+        if self.augmentation is not None:
+            raise ConfigError("eval.metrics: cas and aug_gain need the class each image was generated for, which "
+                              "a folder of images does not hold; evaluate the checkpoint (gansuite-eval RUN "
+                              "eval.metrics=[cas,aug_gain]) or remove them from eval.metrics.")
         return self._measure(self._embed(x) for x in _take(batches, self.num_samples))
 
     def to(self, device: torch.device | str) -> Evaluator:
@@ -130,6 +160,8 @@ class Evaluator(MetricNaming):
         for net in (self.extractor, self.classifier):
             if net is not None:
                 net.to(device)
+        if self.augmentation is not None:
+            self.augmentation.to(device)
         return self
 
     def _embed(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
@@ -165,7 +197,7 @@ class Evaluator(MetricNaming):
             if self.stacked:
                 stacked_parts.append(item["stacked"])
         if finite and not bool(torch.stack([f.to(finite[0].device) for f in finite]).all()):
-            raise NonFiniteLossError(_NONFINITE_SAMPLES)
+            raise NonFiniteLossError(NONFINITE_SAMPLES)
         if n != self.num_samples:
             raise ConfigError(f"eval.num_samples is {self.num_samples} but only {n} images were given; "
                               f"provide at least {self.num_samples} images or lower eval.num_samples.")
@@ -198,7 +230,7 @@ class Evaluator(MetricNaming):
         return EvalResult(values=values, protocol=self.protocol)
 
 
-_NONFINITE_SAMPLES = ("the generator produced non-finite samples during evaluation; the weights have diverged: "
+NONFINITE_SAMPLES = ("the generator produced non-finite samples during evaluation; the weights have diverged: "
                       "resume from an earlier checkpoint with a lower learning rate or model.module.grad_clip=1.0.")
 
 
@@ -227,7 +259,7 @@ def _device_of(net: torch.nn.Module) -> torch.device:
     return next(iter(net.parameters()), torch.empty(0)).device
 
 
-def _labels_of(inputs: Any) -> Tensor | None:
+def labels_of(inputs: Any) -> Tensor | None:
     """Requested class labels when a conditional family's inputs are ``(z, labels)``."""
     if isinstance(inputs, (tuple, list)) and len(inputs) >= 2 and isinstance(inputs[1], Tensor):
         if not inputs[1].is_floating_point() and inputs[1].ndim == 1:

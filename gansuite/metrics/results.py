@@ -19,9 +19,13 @@ from gansuite.errors import ConfigError
 from gansuite.metrics import fidelity
 from gansuite.metrics.fidelity import count_tag
 
-# Which way is better, per short metric name.
-HIGHER_IS_BETTER = {"is", "precision", "recall", "cond_acc", "classes_covered", "stacked_modes"}
+# Which way is better, per short metric name. The real-data accuracies beside CAS (cas_real, aug_acc_real) do
+# not depend on the generator and have no best value.
+HIGHER_IS_BETTER = {"is", "precision", "recall", "cond_acc", "classes_covered", "stacked_modes",
+                    "cas", "aug_gain", "aug_acc_mixed"}
 LOWER_IS_BETTER = {"fid", "kid", "class_kl", "stacked_kl"}
+# Keys without a sample count: CAS's count (generated images per class) is in its protocol.
+UNCOUNTED = {"cas", "cas_real"}
 
 
 @dataclass
@@ -61,6 +65,10 @@ class EvalResult:
         width = max((len(k) for k in self.values), default=6)
         lines = [f"{'metric':<{width}}  value"]
         lines += [f"{key:<{width}}  {_fmt(value)}" for key, value in self.values.items()]
+        cas = self.protocol.get("cas")
+        if "cas_real" in self.values and isinstance(cas, dict):
+            lines.append(f"(cas_real, aug_acc_real_k*: the same classifier trained on real images only, "
+                         f"{cas.get('per_class')} or k per class: the ceiling and the baselines)")
         return "\n".join(lines)
 
 
@@ -69,7 +77,9 @@ def _fmt(value: float) -> str:
 
 
 def short_name(key: str) -> str:
-    """``fid_clf_10k`` -> ``fid``; ``kid_std_10k`` -> ``kid_std``."""
+    """``fid_clf_10k`` -> ``fid``; ``kid_std_10k`` -> ``kid_std``; ``aug_gain_k10`` -> ``aug_gain``; ``cas`` -> ``cas``."""
+    if key in UNCOUNTED:
+        return key
     parts = key.split("_")[:-1]  # drop the count
     if parts and parts[-1] == "clf":
         parts = parts[:-1]
@@ -93,6 +103,8 @@ class MetricNaming:
 
     # ------------------------------------------------------------------ names
     def key(self, name: str) -> str:
+        if name in UNCOUNTED:
+            return name
         tag = self.tag if name in {"fid", "is", "is_std", "kid", "kid_std", "precision", "recall",
                                    "classes_covered", "class_kl", "cond_acc"} else ""
         return f"{name}{tag}_{count_tag(self.num_samples)}"
@@ -121,6 +133,8 @@ class MetricNaming:
             names += ["classes_covered", "class_kl"]
         if self.stacked:
             names += ["stacked_modes", "stacked_kl"]
+        if self.augmentation is not None and "cas" in self.augmentation.metrics:
+            names += ["cas"]
         return names
 
     def _protocol(self, extra: dict[str, Any]) -> dict[str, Any]:
@@ -153,5 +167,7 @@ class MetricNaming:
                 "kid_subset_size": fidelity.kid_subset_size(self.num_samples, ref.num_samples),
                 "prc_neighborhood": fidelity.PRC_NEIGHBORHOOD,
             })
+        if self.augmentation is not None:
+            p["cas"] = self.augmentation.protocol  # the same dict: prepare() records how classes are read
         p.update(extra)
         return p

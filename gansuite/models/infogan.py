@@ -138,6 +138,20 @@ class InfoGAN(UnconditionalGAN):
     def make_inputs(self, n: int, generator: torch.Generator) -> Tensor:
         return self.join(*self._draw(n, generator)).to(self.device, self.dtype)
 
+    def make_code_inputs(self, n: int, generator: torch.Generator, code: int = 0) -> tuple[Tensor, Tensor]:
+        """Inputs for n samples whose categorical code ``code`` takes its K values in turn (0, 1, ..., K-1, 0, ...),
+        every other input drawn from its prior; and those values (n,).
+
+        InfoGAN read as a class-conditional model: the classification accuracy score
+        (:mod:`gansuite.metrics.augmentation`) asks for N samples of each value and matches values to classes.
+        """
+        if not 0 <= code < len(self.categorical):
+            raise ValueError(f"code must index a categorical code (there are {len(self.categorical)}); got {code}")
+        z, cat, cont = self._draw(n, generator)
+        values = torch.arange(n) % self.categorical[code]
+        cat[:, code] = values
+        return self.join(z, cat, cont).to(self.device, self.dtype), values.to(self.device)
+
     def code_sweep_inputs(self, code: int, steps: int, rows: int, generator: torch.Generator) -> Tensor:
         """Inputs for a rows x columns grid (row-major) in which only code ``code`` changes along a row.
 

@@ -41,9 +41,9 @@ log = logging.getLogger("gansuite")
 
 
 EVAL_OPTIONS = ("extractor", "metrics", "num_samples", "num_real", "reference_split", "batch_size", "seed",
-                "inception_weights", "download", "cache_dir", "precision")
+                "inception_weights", "download", "cache_dir", "precision", "cas_per_class", "aug_real_per_class")
 # Options added later, with the value a config written before them meant (a checkpoint's stored config).
-EVAL_DEFAULTS = {"precision": "exact"}
+EVAL_DEFAULTS = {"precision": "exact", "cas_per_class": None, "aug_real_per_class": [10, 50, 100]}
 
 
 def eval_device(cfg: DictConfig) -> str:
@@ -232,6 +232,7 @@ def train(cfg: DictConfig, composed_from: dict[str, Any] | None = None) -> dict[
     if evaluator is not None:
         from gansuite.metrics.eval_callback import EvalCallback
 
+        evaluator.prepare(module)  # a model the metrics cannot measure fails now, not at the first evaluation
         callbacks.append(EvalCallback(evaluator, every_n_steps=cfg.eval.every_n_steps, keep_best=cfg.eval.keep_best))
     callbacks += [
         StepCheckpoint(
