@@ -61,10 +61,21 @@ def test_the_anomaly_score_is_the_izif_loss_of_each_image_in_eval_mode(tmp_path)
     assert_close(score, expected, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("value", [-1, 2.5, True])
-def test_a_bad_gan_steps_is_one_sentence_naming_the_key(tmp_path, value):
-    with pytest.raises(ConfigError, match=r"model\.module\.gan_steps"):
-        build_tiny(tmp_path, *COMMON, f"model.module.gan_steps={value}")
+@pytest.mark.parametrize(("option", "key"), [("model.module.gan_steps=-1", "gan_steps"),
+                                             ("model.module.gan_steps=2.5", "gan_steps"),
+                                             ("model.module.gan_steps=true", "gan_steps"),
+                                             ("model.module.kappa=-1", "kappa"),
+                                             ("model.module.ema_decay=0.999", "ema_decay")])
+def test_a_bad_option_is_one_sentence_naming_the_key(tmp_path, option, key):
+    with pytest.raises(ConfigError, match=rf"model\.module\.{key}"):
+        build_tiny(tmp_path, *COMMON, option)
+
+
+def test_the_encoder_phase_runs_under_mixed_precision(tmp_path):
+    # D's optimizer steps without gradients in the encoder phase; its gradient scaler must let it.
+    result = train(make_cfg(tmp_path, *COMMON, "model.module.gan_steps=1", "trainer.max_steps=2",
+                            "trainer.precision=16-mixed"))
+    assert result["step"] == 2
 
 
 def _split(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -73,16 +84,20 @@ def _split(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     return encoder, rest
 
 
-def test_the_gan_trains_first_then_the_encoder_alone_when_the_gan_run_is_resumed(tmp_path):
-    gan = train(make_cfg(tmp_path / "gan", *COMMON, "model.module.gan_steps=2", "trainer.max_steps=2"))
+@pytest.mark.parametrize("loss", ["wgan_gp", "nonsaturating"])  # D with layer norm; D with batch norm
+def test_the_gan_trains_first_then_the_encoder_alone_when_the_gan_run_is_resumed(tmp_path, loss):
+    common = [*COMMON, f"loss={loss}"]
+    gan = train(make_cfg(tmp_path / "gan", *common, "model.module.gan_steps=2", "trainer.max_steps=2"))
     encoder_before, gan_weights = _split({k: v.clone() for k, v in gan["module"].state_dict().items()})
-    resumed = train(make_cfg(tmp_path / "enc", *COMMON, "model.module.gan_steps=2", "trainer.max_steps=3",
+    resumed = train(make_cfg(tmp_path / "enc", *common, "model.module.gan_steps=2", "trainer.max_steps=3",
                              f"resume={tmp_path / 'gan'}"))
     module = resumed["module"]
-    assert resumed["step"] == 3 and resumed["trainer"].global_step == 3 * 6  # n_critic + 1 optimizer steps a step
-    assert module.batches_consumed == 3 * 5
+    # n_critic batches and n_critic + 1 optimizer steps a step, in both phases (wgan_gp: 5 critic steps)
+    assert module.n_critic == (5 if loss == "wgan_gp" else 1)
+    assert resumed["step"] == 3 and resumed["trainer"].global_step == 3 * (module.n_critic + 1)
+    assert module.batches_consumed == 3 * module.n_critic
     encoder_after, gan_after = _split(module.state_dict())
-    for key, value in gan_weights.items():  # G and D, batch-norm statistics included, fixed
+    for key, value in gan_weights.items():  # G and D, batch-norm statistics included (D's too), fixed
         assert torch.equal(gan_after[key], value), key
     assert any(not torch.equal(encoder_after[k], v) for k, v in encoder_before.items())
 

@@ -167,12 +167,14 @@ def test_the_anomaly_callback_is_silent_for_other_families(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the one-class-out table
-def _fake_run(root, name: str, model: str, anomaly_class: int, seed: int, auroc: float) -> None:
+def _fake_run(root, name: str, model: str, anomaly_class: int, seed: int, auroc: float,
+              data: str = "mnist_anomaly{k}-32px-val360") -> None:
     run = root / name
     (run / "eval").mkdir(parents=True)
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text(f"model:\n  name: {model}\nseed: {seed}\n")
-    record = {"step": 600, "values": {"auroc": auroc, "auprc": auroc / 2}, "protocol": {"anomaly_class": anomaly_class}}
+    record = {"step": 600, "values": {"auroc": auroc, "auprc": auroc / 2},
+              "protocol": {"anomaly_class": anomaly_class, "data": data.format(k=anomaly_class)}}
     (run / "eval" / "anomaly_step_000300.json").write_text(json.dumps({**record, "step": 300, "values": {
         "auroc": 0.0, "auprc": 0.0}}))  # an earlier measurement: the last one counts
     (run / "eval" / "anomaly_step_000600.json").write_text(json.dumps(record))
@@ -252,3 +254,16 @@ def test_the_selection_survives_a_resume(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]
     best = max(records, key=lambda r: (r["selection"]["auroc"], -r["step"]))
     assert callback.selected["step"] == best["step"]
+    # The resumed run's own folder holds the selection too, whichever run made it.
+    assert json.loads((tmp_path / "second" / "eval" / "anomaly_selected.json").read_text())["step"] == best["step"]
+
+
+def test_gansuite_aggregate_refuses_to_average_over_data_sets(tmp_path, capsys):
+    from gansuite.cli import aggregate
+
+    _fake_run(tmp_path, "mnist", "ganomaly", 0, 0, 0.9)
+    _fake_run(tmp_path, "cifar", "ganomaly", 0, 1, 0.6, data="cifar10_anomaly{k}-32px-val4500")
+    with pytest.raises(SystemExit) as exit_info:
+        aggregate.main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "more than one data set" in err and "cifar10_anomaly-32px" in err

@@ -217,11 +217,12 @@ def main(argv: list[str] | None = None) -> None:
         if not runs and not anomaly:
             raise AggregateError(f"no {RESULT} or eval/anomaly_step_*.json under {', '.join(map(str, args.paths))}; "
                                  "pass a multirun directory or run directories of finished 2D or anomaly runs")
+        # the one-class-out table of anomaly detectors (GANomaly's Fig. 4a)
+        tables = {metric: anomaly_table(anomaly, metric) for metric in ("auroc", "auprc")} if anomaly else {}
     except (AggregateError, ConfigError) as err:
         print(f"gansuite-aggregate: error: {str(err).rstrip('.')}", file=sys.stderr)
         sys.exit(2)
-    if anomaly:  # the one-class-out table of anomaly detectors (GANomaly's Fig. 4a)
-        tables = {metric: anomaly_table(anomaly, metric) for metric in ("auroc", "auprc")}
+    if anomaly:
         print(format_anomaly_table(tables["auroc"]))
         if args.json:
             write_text(args.json, json.dumps({m: anomaly_json(table) for m, table in tables.items()}, indent=2) + "\n")

@@ -159,7 +159,7 @@ class OneClassOut(AnomalyData):
                  seed: int, num_workers: int):
         super().__init__(validation_size=validation_size, validation_anomalies=validation_anomalies,
                          batch_size=batch_size, seed=seed, num_workers=num_workers)
-        if isinstance(anomaly_class, bool) or anomaly_class not in range(10):
+        if isinstance(anomaly_class, bool) or not isinstance(anomaly_class, int) or anomaly_class not in range(10):
             raise ConfigError(f"data.anomaly_class: {anomaly_class!r} is not a {self.class_word}; "
                               "set data.anomaly_class to 0..9.")
         if isinstance(validation_size, bool) or not isinstance(validation_size, int) \

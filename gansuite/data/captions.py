@@ -1,4 +1,5 @@
-"""Captioned digits for text-to-image GANs: ``data=captioned_digits``, written from the offline MNIST.
+"""Captioned digits for text-to-image GANs, written from the offline MNIST (``data=captioned_digits`` once the
+text-to-image family lands).
 
 Every caption names the digit and some of three attributes **measured on the image itself**
 (:func:`measure`):

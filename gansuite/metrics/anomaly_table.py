@@ -11,6 +11,7 @@ model and the seed.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class AnomalyRun:
     path: Path
     model: str
     anomaly_class: int | str  # the held-out class, or a folder run's data name
+    data: str  # the data set without its class: runs of one table share it
     seed: int | None
     step: int
     auroc: float
@@ -54,6 +56,7 @@ def read_anomaly_run(run_dir: Path, selected: bool = False) -> AnomalyRun | None
         model = OmegaConf.select(config, "model.name") if config is not None else None
         seed = OmegaConf.select(config, "seed") if config is not None else None
         return AnomalyRun(path=run_dir, model=str(model or "?"), anomaly_class=_row_key(record["protocol"]),
+                          data=re.sub(r"anomaly\d+", "anomaly", str(record["protocol"].get("data", "?"))),
                           seed=None if seed is None else int(seed), step=int(record["step"]),
                           auroc=float(record["values"]["auroc"]), auprc=float(record["values"]["auprc"]))
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -74,7 +77,12 @@ def find_anomaly_runs(paths: list[Path], selected: bool = False) -> list[Anomaly
 
 def anomaly_table(runs: list[AnomalyRun], metric: str = "auroc") -> dict[str, Any]:
     """``{"models": [...], "rows": [{"class": k, model: Summary, ...}], "mean": {model: Summary},
-    "wins": {(a, b): digits where a's mean beats b's}}``, summaries over seeds."""
+    "wins": {(a, b): digits where a's mean beats b's}}``, summaries over seeds. The runs must share one data set
+    (resolution and splits included): a table averages over seeds, never over data sets."""
+    datasets = sorted({r.data for r in runs})
+    if len(datasets) > 1:
+        raise ConfigError(f"the anomaly runs hold more than one data set ({', '.join(datasets)}); pass the runs of one "
+                          f"data set at a time.")
     models = sorted({r.model for r in runs}, key=lambda m: (FIRST.index(m) if m in FIRST else len(FIRST), m))
     classes = sorted({r.anomaly_class for r in runs}, key=lambda k: (isinstance(k, str), str(k).zfill(8)))
     cell = {(r.model, r.anomaly_class): [] for r in runs}

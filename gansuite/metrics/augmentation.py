@@ -295,8 +295,8 @@ class AugmentationMetrics:
         if any(not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= smallest for k in ks) \
                 or len(set(ks)) != len(ks) or ("aug_gain" in self.metrics and not ks):
             raise ConfigError(f"eval.aug_real_per_class={list(real_per_class)!r} must be distinct integers from 1 to "
-                              f"{smallest} (the smallest class of {self.name}); the issue's protocol is "
-                              "eval.aug_real_per_class=[10,50,100].")
+                              f"{smallest} (the smallest class of {self.name}); set "
+                              "eval.aug_real_per_class=[10,50,100], the default.")
         self.per_class, self.real_per_class, self.seed, self.batch_size = per_class, ks, seed, batch_size
         # Only the real images some classifier trains on: the first max(N, k) of each class.
         keep = first_per_class(y, max([per_class, *ks]), num_classes)

@@ -17,6 +17,10 @@ count alike: ``n_critic`` batches and ``n_critic + 1`` optimizer steps. In the e
 updates E through G's optimizer (E's parameters sit in it beside G's, which get no gradients then), and D's
 optimizer takes its step of the step with no gradients: it changes nothing and keeps the count.
 
+In the encoder phase ``train/g_loss`` is the izi_f loss (``train/g_image``, ``train/g_feature`` its terms), and
+G's learning-rate scheduler, if any, steps on into E's phase. There is no EMA: by the encoder phase its
+decay has ramped up, and an EMA encoder would stay near its random start.
+
 Not the paper's: the paper's networks are the 64 px ResNets of WGAN-GP's code with z uniform in [-1, 1]
 and a tanh on E; here G is DCGAN's, E GANomaly's encoder, z ~ N(0, I) and E's output linear.
 """
@@ -48,6 +52,12 @@ class FAnoGAN(UnconditionalGAN):
         if self.discriminator is None:
             raise ConfigError("model.discriminator: f-AnoGAN needs its GAN's discriminator; keep the one of "
                               "conf/model/fanogan.yaml.")
+        if self.generator_ema is not None:
+            # The EMA's decay has ramped up over the GAN steps: its encoder would stay near its random start.
+            raise ConfigError("model.module.ema_decay: f-AnoGAN scores with the trained G and E (an EMA's encoder "
+                              "would lag far behind); set model.module.ema_decay=null.")
+        if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or kappa < 0:
+            raise ConfigError(f"model.module.kappa must be a number, 0 or more (got {kappa!r}); set model.module.kappa=1.")
         self.gan_steps, self.kappa = gan_steps, float(kappa)
 
     @property
@@ -71,10 +81,11 @@ class FAnoGAN(UnconditionalGAN):
             self._update(opt_g, terms["loss"], "train/g_loss")
             self.untoggle_optimizer(opt_g)
             self._log_terms("g", terms)
-        else:  # the step's last batch: its update steps the schedulers and the EMA, and D's optimizer counts
-            self._generator_step(opt_g, batch, None)
+        else:  # the step's last batch: D's optimizer counts (first, as D's update comes first in the GAN phase),
+            # then the update that steps the schedulers
             opt_d.zero_grad(set_to_none=True)
             opt_d.step()
+            self._generator_step(opt_g, batch, None)
 
     def _fix_gan(self) -> None:
         """G and D fixed for the encoder phase: no gradients, and eval mode, so that batch norm neither

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from gansuite.nets import dcgan
 
@@ -57,8 +58,11 @@ class MatchingDiscriminator(nn.Module):
         self.trunk = body.net[:-1]
         self.compress = _compress(text_dim, projected)
         channels = last.in_channels
-        self.joint = nn.Sequential(nn.Conv2d(channels + projected, channels, 1), nn.LeakyReLU(0.2, True))
-        self.head = nn.Conv2d(channels, 1, last.kernel_size)
+        joint, head = nn.Conv2d(channels + projected, channels, 1), nn.Conv2d(channels, 1, last.kernel_size)
+        if spectral_norm:  # every convolution, as in DCGAN's D
+            joint, head = _sn(joint), _sn(head)
+        self.joint = nn.Sequential(joint, nn.LeakyReLU(0.2, True))
+        self.head = head
         dcgan._init_weights(self)
 
     def forward(self, x: Tensor, text: Tensor) -> Tensor:

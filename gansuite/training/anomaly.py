@@ -55,11 +55,18 @@ class AnomalyMetrics(EveryNSteps):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.selected = state_dict.get("selected")
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # A resumed run writes into a folder of its own: the selection so far goes there too, and a stale file
+        # left in the same folder by an earlier attempt is replaced.
+        if self.selected is not None and trainer.is_global_zero:
+            write_json(Path(trainer.default_root_dir) / "eval" / "anomaly_selected.json", self.selected)
+
     def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_saved = step
         datamodule = getattr(trainer, "datamodule", None)
         if not trainer.is_global_zero or not hasattr(pl_module, "anomaly_score") \
-                or not hasattr(datamodule, "is_anomaly") or not getattr(pl_module, "scores_ready", True):
+                or not hasattr(pl_module, "reconstruct") or not hasattr(datamodule, "is_anomaly") or not getattr(pl_module, "scores_ready", True):
             return
         if self._test is None:  # the same 1,000 images at every measurement: taken from the data once
             self._test = datamodule.heldout()

@@ -63,6 +63,10 @@ class PerOptimizerMixedPrecision(MixedPrecision):
         self._active = index
 
     def optimizer_step(self, optimizer, model, closure, **kwargs: Any) -> Any:
+        if not any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+            # A step with nothing to update (f-AnoGAN's D in its encoder phase, which keeps the step count):
+            # the scaler has no gradients to check, and torch's GradScaler refuses to step without them.
+            return closure()
         self.use_scaler_of(optimizer)
         return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
 
