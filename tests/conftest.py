@@ -47,6 +47,9 @@ TINY_WIDTH = {
     "ganomaly": ["model.generator.width=4", "model.discriminator.width=4"],
     "conv_autoencoder": ["model.generator.width=4"],
     "fanogan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "gan_int_cls": ["model.generator.width=4", "model.discriminator.width=4", "model.text_dim=8",
+                    "model.generator.projected=4", "model.discriminator.projected=4", "model.discriminator.word_dim=4",
+                    "model.discriminator.hidden=8"],
     "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
                  "model.discriminator.x_width=16", "model.discriminator.y_width=8",
                  "model.discriminator.joint_width=16"],
@@ -117,6 +120,7 @@ OFFLINE_DATA = {
     "srresnet": ["data=sr_mnist"], "srgan": ["data=sr_mnist"], "pix2pix": ["data=edges2digits"],
     "cyclegan": ["data=digit_styles"], "ganomaly": ["data=mnist_anomaly"],
     "conv_autoencoder": ["data=mnist_anomaly"], "fanogan": ["data=mnist_anomaly"],
+    "gan_int_cls": ["data=captioned_digits"],
 }
 
 

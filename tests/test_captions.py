@@ -17,6 +17,7 @@ from gansuite.data.captions import (
     check_caption,
     encode,
     measure,
+    mismatch,
     mentions,
     vocabulary,
     words,
@@ -92,10 +93,12 @@ def test_the_data_module_serves_every_digit_with_every_training_phrasing():
     data = CaptionedDigits(batch_size=4)
     data.setup()
     assert len(data._train) == 4000 * len(TEMPLATES)
-    x, y, tokens = data._train.__getitems__([0, 1, len(TEMPLATES)])
+    x, y, tokens, wrong = data._train.__getitems__([0, 1, len(TEMPLATES)])
     assert x.shape == (3, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     assert y[0] == y[1]  # items 0 and 1: one digit, two phrasings
     assert not torch.equal(tokens[0], tokens[1])
+    assert all(not torch.equal(a, b) for a, b in zip(tokens, wrong))  # a mismatched caption, never the same
+    assert data.train_split(7)[0].shape == (7, 1, 28, 28)  # digits, not captions
     test = data.test_captions(heldout_phrasings=True)
     assert len(test["tokens"]) == 1000 * len(HELDOUT_TEMPLATES)
     assert test["texts"][0].startswith("handwritten ")
@@ -103,3 +106,15 @@ def test_the_data_module_serves_every_digit_with_every_training_phrasing():
     # The levels are a third each within every class, up to ties in the measurements.
     counts = torch.bincount(data.levels[:, 0], minlength=3)
     assert counts.min() > 1500 and counts.max() < 1800
+
+
+def test_a_mismatch_changes_the_digit_or_one_named_attribute():
+    g = torch.Generator().manual_seed(0)
+    level = torch.tensor([0, 1, 2])
+    seen = set()
+    for _ in range(200):
+        digit, levels = mismatch(3, level, TEMPLATES[4], g)  # "a {slant} {digit}": only slant is named
+        changed = [i for i in range(3) if levels[i] != level[i]]
+        assert (digit != 3 and not changed) or (digit == 3 and changed == [1])
+        seen.add("digit" if digit != 3 else "slant")
+    assert seen == {"digit", "slant"}

@@ -65,11 +65,12 @@ def test_the_networks_condition_on_the_caption():
 
     torch.manual_seed(0)
     g = TextConditionalGenerator(shape=(1, 28, 28), latent_dim=5, text_dim=6, projected=4, width=4).eval()
-    d = MatchingDiscriminator(shape=(1, 28, 28), text_dim=6, projected=4, width=4).eval()
+    d = MatchingDiscriminator(shape=(1, 28, 28), vocab_size=10, text_dim=6, projected=4, width=4, hidden=5).eval()
     z, text = torch.randn(3, 5), torch.randn(3, 6)
     x = g(z, text)
     assert x.shape == (3, 1, 28, 28) and d(x, text).shape == (3,)
     assert not torch.allclose(g(z, text), g(z, text.flip(0)))  # another caption, another image
     assert not torch.allclose(d(x, text), d(x, text.flip(0)))  # another caption, another score
-    d(x, text).sum().backward()
+    (d(x, text).sum() + d.embed_images(x).sum() + d.embed_text(torch.tensor([[3, 4, 0]])).sum()).backward()
     assert all(p.grad is not None for p in d.parameters())
+    assert d.embed_images(x).shape == (3, 6)

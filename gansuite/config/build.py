@@ -74,6 +74,10 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
         raise ConfigError(f"model={cfg.model.name} needs {want} image pairs but data={datamodule.name} "
                           f"{'holds ' + have + ' pairs' if have else 'is not image pairs'}; "
                           f"pick {want} data ({_PAIR_DATA[want]}).")
+    captioned = hasattr(datamodule, "vocab")
+    if cfg.model.get("captions") and not captioned:
+        raise ConfigError(f"model={cfg.model.name} draws images for captions but data={datamodule.name} has none; "
+                          "pick captioned data (data=captioned_digits).")
     size = datamodule.train_size() if training and hasattr(datamodule, "train_size") else None
     if size is not None and datamodule.batch_size > size:
         # The endless sampler would repeat samples to fill the batch, and a huge one exhausts the memory.
@@ -86,7 +90,9 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
     generator = build_node("model.generator", cfg.model.generator, shape=shape, **classes)
     discriminator = None
     if cfg.model.discriminator is not None:
-        discriminator = build_node("model.discriminator", cfg.model.discriminator, shape=shape, **classes)
+        # A text-to-image D holds the caption encoder, sized by the data's vocabulary.
+        words = {"vocab_size": len(datamodule.vocab)} if cfg.model.get("captions") else {}
+        discriminator = build_node("model.discriminator", cfg.model.discriminator, shape=shape, **classes, **words)
     for key, net in (("model.generator", generator), ("model.discriminator", discriminator)):
         empty = next((name for name, p in (net.named_parameters() if net is not None else ()) if p.numel() == 0), None)
         if empty is not None:
@@ -114,6 +120,8 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
         n_critic=cfg.loss.n_critic,
         **classes,
     )
+    if cfg.model.get("captions"):
+        parts.update(num_classes=datamodule.num_classes, max_words=datamodule.max_words)
     module = build_node("model.module", cfg.model.module, objects=parts)
     _dry_run(cfg, module, shape)
     return datamodule, module

@@ -27,7 +27,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Keys gansuite reads with a default although no file under conf/ sets them: they may be added with +.
 OPTIONAL_KEYS = frozenset({
     "trainer.compile", "trainer.channels_last", "trainer.num_nodes", "trainer.strategy",
-    "model.conditional", "model.data_kind", "model.init_generator",
+    "model.conditional", "model.data_kind", "model.captions", "model.init_generator",
 })
 _PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
 

