@@ -60,3 +60,38 @@ def test_resume_is_bit_exact(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_rank_correlation_matches_hand_values_with_ties():
+    from gansuite.metrics.captions import rank_correlation
+
+    assert_close(rank_correlation(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([10.0, 20.0, 30.0])), 1.0)
+    assert_close(rank_correlation(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([3.0, 2.0, 1.0])), -1.0)
+    # ranks (1.5, 1.5, 3) against (1, 2, 3): centred (-0.5, -0.5, 1) . (-1, 0, 1) = 1.5;
+    # norms sqrt(1.5) and sqrt(2): rho = 1.5 / sqrt(3) = 0.8660
+    assert_close(rank_correlation(torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 2.0, 3.0])), 3 ** 0.5 / 2,
+                 rtol=0, atol=1e-12)
+    assert rank_correlation(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 2.0])) == 0.0
+
+
+def test_percentiles_are_within_the_named_class():
+    from gansuite.metrics.captions import percentile
+
+    reference = torch.tensor([[1.0], [2.0], [3.0], [4.0], [10.0], [20.0]])
+    reference_digits = torch.tensor([0, 0, 0, 0, 1, 1])
+    values = torch.tensor([[2.5], [2.5], [15.0]])
+    out = percentile(values, torch.tensor([0, 1, 1]), reference, reference_digits)
+    assert_close(out, torch.tensor([[0.5], [0.0], [0.5]]))  # 2 of 4 below; none of (10, 20); 1 of 2
+
+
+def test_the_caption_metrics_are_logged_with_their_protocol(tmp_path):
+    import json
+
+    trains(tmp_path, *COMMON, "callbacks=default", "callbacks.caption_metrics.every_n_steps=1",
+           "callbacks.progress_bar=null", steps=1)
+    record = json.loads((tmp_path / "eval" / "captions_step_000001.json").read_text())
+    keys = {"digit_acc", "digit_acc_heldout_phrasing"} | {
+        f"rank_corr_{a}{s}" for a in ("thickness", "slant", "size") for s in ("", "_heldout_phrasing")}
+    assert set(record["values"]) == keys
+    assert all(-1.0 <= v <= 1.0 for v in record["values"].values())
+    assert f"1,val/digit_acc,{record['values']['digit_acc']!r}" in (tmp_path / "history.csv").read_text()

