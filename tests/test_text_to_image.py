@@ -95,3 +95,22 @@ def test_the_caption_metrics_are_logged_with_their_protocol(tmp_path):
     assert set(record["values"]) == keys
     assert all(-1.0 <= v <= 1.0 for v in record["values"].values())
     assert f"1,val/digit_acc,{record['values']['digit_acc']!r}" in (tmp_path / "history.csv").read_text()
+
+
+def test_the_joint_loss_pairs_digits_or_captions(tmp_path):
+    from gansuite.nets.text import joint_embedding_loss
+
+    for joint_classes in ("digit", "caption"):
+        _, datamodule, module = build_tiny(tmp_path / joint_classes, *COMMON, f"model.module.joint_classes={joint_classes}")
+        datamodule.setup()
+        # the first training digit of classes 0 to 7 (400 a class, in class order), each with its first phrasing
+        x, y, tokens, wrong = datamodule._train.__getitems__([k * 400 * 8 for k in range(8)])
+        assert y.tolist() == list(range(8))
+        module.discriminator.eval()
+        terms = module.discriminator_loss((x, y, tokens, wrong), {"fake": torch.zeros_like(x)}, regularize=False)
+        d = module.discriminator
+        labels, k = (y, 10) if joint_classes == "digit" else (torch.arange(8), 8)
+        expected = joint_embedding_loss(d.embed_images(x), d.embed_text(tokens), labels, k)
+        assert_close(terms["joint"], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="model.module.joint_classes"):
+        build_tiny(tmp_path / "bad", *COMMON, "model.module.joint_classes=word")

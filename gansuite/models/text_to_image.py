@@ -48,7 +48,7 @@ class GANINTCLS(AdversarialModule):
 
     def __init__(self, *, latent_dim: int, num_classes: int, max_words: int, matching_aware: bool = True,
                  interpolation_weight: float = 1.0, beta: float = 0.5, joint_weight: float = 1.0,
-                 **kwargs: Any) -> None:
+                 joint_classes: str = "digit", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for key, value in (("interpolation_weight", interpolation_weight), ("joint_weight", joint_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -56,6 +56,9 @@ class GANINTCLS(AdversarialModule):
                                   f"set model.module.{key}=1.")
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
             raise ConfigError(f"model.module.beta must be in [0, 1] (got {beta!r}); set model.module.beta=0.5.")
+        if joint_classes not in ("digit", "caption"):
+            raise ConfigError(f"model.module.joint_classes: {joint_classes!r} is unknown; use digit or caption.")
+        self.joint_classes = joint_classes
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.matching_aware = bool(matching_aware)
         self.interpolation_weight, self.beta, self.joint_weight = float(interpolation_weight), float(beta), float(joint_weight)
@@ -118,7 +121,11 @@ class GANINTCLS(AdversarialModule):
         if self.matching_aware:
             terms["wrong_score"] = wrong_out.mean()
         if self.joint_weight:
-            terms["joint"] = joint_embedding_loss(self.discriminator.embed_images(x), text, y, self.num_classes)
+            if self.joint_classes == "caption":  # each image's own caption against the batch's others
+                y, k = torch.arange(len(x), device=x.device), len(x)
+            else:
+                k = self.num_classes
+            terms["joint"] = joint_embedding_loss(self.discriminator.embed_images(x), text, y, k)
             loss = loss + self.joint_weight * terms["joint"]
         terms["loss"] = loss
         if regularize:
