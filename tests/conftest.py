@@ -112,6 +112,20 @@ def trains(tmp_path: Path, *overrides: str, steps: int = 2, extra: tuple[str, ..
     return result
 
 
+def assert_resume_is_bit_exact(tmp_path: Path, *overrides: str) -> None:
+    """Four steps straight equal two steps, a checkpoint, then a resume to four, bit for bit in every weight and
+    buffer (``overrides`` must keep a checkpoint at step 2: ``trainer.checkpoint_every=2``)."""
+    from gansuite.training.run import train
+
+    straight = train(make_cfg(tmp_path / "straight", *overrides, "trainer.max_steps=4"))
+    train(make_cfg(tmp_path / "first", *overrides, "trainer.max_steps=2"))
+    resumed = train(make_cfg(tmp_path / "second", *overrides, "trainer.max_steps=4", f"resume={tmp_path / 'first'}"))
+    a, b = straight["module"].state_dict(), resumed["module"].state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 # Offline data a model trains on when it does not take the default (data=mnist_offline at 28 px), for building
 # every config without a download or a folder.
 OFFLINE_DATA = {

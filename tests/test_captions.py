@@ -17,8 +17,8 @@ from gansuite.data.captions import (
     check_caption,
     encode,
     measure,
-    mismatch,
     mentions,
+    mismatch,
     vocabulary,
     words,
 )
@@ -97,7 +97,7 @@ def test_the_data_module_serves_every_digit_with_every_training_phrasing():
     assert x.shape == (3, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     assert y[0] == y[1]  # items 0 and 1: one digit, two phrasings
     assert not torch.equal(tokens[0], tokens[1])
-    assert all(not torch.equal(a, b) for a, b in zip(tokens, wrong))  # a mismatched caption, never the same
+    assert all(not torch.equal(a, b) for a, b in zip(tokens, wrong, strict=True))  # a mismatched caption, never the same
     assert data.train_split(7)[0].shape == (7, 1, 28, 28)  # digits, not captions
     test = data.test_captions(heldout_phrasings=True)
     assert len(test["tokens"]) == 1000 * len(HELDOUT_TEMPLATES)

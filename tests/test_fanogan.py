@@ -12,7 +12,7 @@ from gansuite.models.fanogan import izif_terms
 from gansuite.nets.fanogan import GeneratorWithEncoder
 from gansuite.training.run import train
 
-from .conftest import build_tiny, make_cfg
+from .conftest import assert_resume_is_bit_exact, build_tiny, make_cfg
 
 COMMON = ("model=fanogan", "data=mnist_anomaly", "loss=wgan_gp", "callbacks=none")
 
@@ -112,13 +112,7 @@ def test_the_gan_phase_leaves_the_encoder_untouched(tmp_path):
 
 def test_resume_across_the_phase_change_is_bit_exact(tmp_path):
     common = [*COMMON, "model.module.gan_steps=1", "trainer.checkpoint_every=2"]
-    straight = train(make_cfg(tmp_path / "straight", *common, "trainer.max_steps=4"))
-    train(make_cfg(tmp_path / "first", *common, "trainer.max_steps=2"))
-    resumed = train(make_cfg(tmp_path / "second", *common, "trainer.max_steps=4", f"resume={tmp_path / 'first'}"))
-    a, b = straight["module"].state_dict(), resumed["module"].state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_resume_is_bit_exact(tmp_path, *common)
 
 
 def test_the_anomaly_callback_waits_for_a_trained_encoder(tmp_path):

@@ -17,7 +17,7 @@ from gansuite.models.ganomaly import ganomaly_terms
 from gansuite.nets.ganomaly import EncoderDecoderEncoder, FeatureDiscriminator
 from gansuite.training.run import train
 
-from .conftest import build_tiny, make_cfg, trains
+from .conftest import assert_resume_is_bit_exact, build_tiny, make_cfg, trains
 
 
 # ----------------------------------------------------------------------------- the protocol's splits
@@ -123,13 +123,7 @@ def test_one_step_logs_the_three_generator_terms(tmp_path):
 
 def test_resume_is_bit_exact(tmp_path):
     common = ["model=ganomaly", "data=mnist_anomaly", "callbacks=none", "trainer.checkpoint_every=2"]
-    straight = train(make_cfg(tmp_path / "straight", *common, "trainer.max_steps=4"))
-    train(make_cfg(tmp_path / "first", *common, "trainer.max_steps=2"))
-    resumed = train(make_cfg(tmp_path / "second", *common, "trainer.max_steps=4", f"resume={tmp_path / 'first'}"))
-    a, b = straight["module"].state_dict(), resumed["module"].state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_resume_is_bit_exact(tmp_path, *common)
 
 
 def test_the_autoencoder_baseline_scores_by_reconstruction_error(tmp_path):

