@@ -93,7 +93,7 @@ def test_the_caption_metrics_are_logged_with_their_protocol(tmp_path):
 def test_the_joint_loss_pairs_digits_or_captions(tmp_path):
     from gansuite.nets.text import joint_embedding_loss
 
-    for joint_classes in ("digit", "caption"):
+    for joint_classes in ("digit", "caption", "both"):
         _, datamodule, module = build_tiny(tmp_path / joint_classes, *COMMON, f"model.module.joint_classes={joint_classes}")
         datamodule.setup()
         # the first training digit of classes 0 to 7 (400 a class, in class order), each with its first phrasing
@@ -102,8 +102,17 @@ def test_the_joint_loss_pairs_digits_or_captions(tmp_path):
         module.discriminator.eval()
         terms = module.discriminator_loss((x, y, tokens, wrong), {"fake": torch.zeros_like(x)}, regularize=False)
         d = module.discriminator
-        labels, k = (y, 10) if joint_classes == "digit" else (torch.arange(8), 8)
-        expected = joint_embedding_loss(d.embed_images(x), d.embed_text(tokens), labels, k)
+        image, text = d.embed_images(x), d.embed_text(tokens)
+        by_digit = joint_embedding_loss(image, text, y, 10)
+        by_caption = joint_embedding_loss(image, text, torch.arange(8), 8)  # eight different captions
+        expected = {"digit": by_digit, "caption": by_caption, "both": by_digit + by_caption}[joint_classes]
         assert_close(terms["joint"], expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="model.module.joint_classes"):
         build_tiny(tmp_path / "bad", *COMMON, "model.module.joint_classes=word")
+
+
+def test_identical_captions_are_one_class_in_the_caption_level_joint_loss():
+    from gansuite.models.text_to_image import caption_classes
+
+    tokens = torch.tensor([[5, 6, 0], [7, 6, 0], [5, 6, 0], [5, 6, 8], [7, 6, 0]])
+    assert caption_classes(tokens).tolist() == [0, 1, 0, 3, 1]

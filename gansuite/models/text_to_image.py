@@ -30,6 +30,7 @@ from gansuite.losses import matching_aware_d
 from gansuite.models.schedule import AdversarialModule, eval_mode
 from gansuite.nets.text import joint_embedding_loss
 
+JOINT_CLASSES = ("digit", "caption", "both")
 # Grids and gansuite-sample draw for these many held-out captions, kept in the checkpoint.
 CAPTIONS = 80
 
@@ -56,8 +57,9 @@ class GANINTCLS(AdversarialModule):
                                   f"set model.module.{key}=1.")
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
             raise ConfigError(f"model.module.beta must be in [0, 1] (got {beta!r}); set model.module.beta=0.5.")
-        if joint_classes not in ("digit", "caption"):
-            raise ConfigError(f"model.module.joint_classes: {joint_classes!r} is unknown; use digit or caption.")
+        if joint_classes not in JOINT_CLASSES:
+            raise ConfigError(f"model.module.joint_classes: {joint_classes!r} is unknown; use one of "
+                              f"{', '.join(JOINT_CLASSES)}.")
         self.joint_classes = joint_classes
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.matching_aware = bool(matching_aware)
@@ -115,12 +117,14 @@ class GANINTCLS(AdversarialModule):
         if self.matching_aware:
             terms["wrong_score"] = wrong_out.mean()
         if self.joint_weight:
-            if self.joint_classes == "caption":  # each image's own caption against the batch's others
-                y, k = torch.arange(len(x), device=x.device), len(x)
-            else:
-                k = self.num_classes
-            terms["joint"] = joint_embedding_loss(self.discriminator.embed_images(x), text, y, k)
-            loss = loss + self.joint_weight * terms["joint"]
+            image = self.discriminator.embed_images(x)
+            joint = 0.0
+            if self.joint_classes in ("digit", "both"):
+                joint = joint + joint_embedding_loss(image, text, y, self.num_classes)
+            if self.joint_classes in ("caption", "both"):  # each image's caption against the batch's other captions
+                joint = joint + joint_embedding_loss(image, text, caption_classes(tokens), len(x))
+            terms["joint"] = joint
+            loss = loss + self.joint_weight * joint
         terms["loss"] = loss
         if regularize:
             text_fixed = text.detach()
@@ -140,3 +144,10 @@ class GANINTCLS(AdversarialModule):
 def interpolate(text: Tensor, beta: float) -> Tensor:
     """GAN-INT's embeddings: ``beta * t_i + (1 - beta) * t_{i-1}``, each caption mixed with the batch's previous one."""
     return beta * text + (1 - beta) * text.roll(1, 0)
+
+
+def caption_classes(tokens: Tensor) -> Tensor:
+    """One class per distinct caption of the batch: each row's label is the index of the first row with the
+    same word ids, so captions that say the same thing are never each other's negatives."""
+    same = (tokens.unsqueeze(1) == tokens.unsqueeze(0)).all(-1)  # B x B
+    return same.to(torch.int8).argmax(1)
