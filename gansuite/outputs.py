@@ -40,6 +40,108 @@ def save_png(tensor, fp, **grid_options) -> None:
     Image.fromarray(pixels).save(fp, format="png", pnginfo=png_info())
 
 
+# gan_int_cls's held-out captions come as 8 training phrasings per digit: 8 per row puts one digit in a row.
+CAPTIONS_PER_ROW = 8
+ELLIPSIS = "..."  # not "\u2026": Pillow's bitmap fallback font (no FreeType) encodes Latin-1 only
+
+
+def caption_font(size: int = 10):
+    """Pillow's built-in font: the FreeType one at ``size`` px where Pillow has it (10.1 and later), else the
+    bitmap one (about 11 px, ASCII and Latin-1)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: load_default takes no size
+        return ImageFont.load_default()
+
+
+def wrap_caption(text: str, font, width: float, lines: int) -> list[str]:
+    """``text`` in at most ``lines`` lines of at most ``width`` px in ``font``: broken between words (inside a
+    word only where it is wider than a line); what does not fit is cut, the last line ending in an ellipsis."""
+    words: list[str] = []
+    for word in text.split():
+        if words and not any(c.isalnum() for c in word):
+            words[-1] += " " + word  # the captions' " , " tokens stay with the word before, not open a line
+        else:
+            words.append(word)
+    out: list[str] = []
+    current = ""
+    for word in words:
+        candidate = f"{current} {word}" if current else word
+        if font.getlength(candidate) <= width:
+            current = candidate
+            continue
+        if current:
+            out.append(current)
+        while font.getlength(word) > width:
+            cut = max((i for i in range(1, len(word)) if font.getlength(word[:i]) <= width), default=1)
+            out.append(word[:cut])
+            word = word[cut:]
+        current = word
+    if current:
+        out.append(current)
+    if len(out) <= lines:
+        return out
+    last = out[lines - 1]
+    while last and font.getlength(last.rstrip() + ELLIPSIS) > width:
+        last = last[:-1]
+    return out[: lines - 1] + [last.rstrip() + ELLIPSIS]
+
+
+def captioned_grid(images, captions, nrow: int = CAPTIONS_PER_ROW, *, min_width: int = 96, lines: int = 3,
+                   gap: int = 2, font_size: int = 10):
+    """A grid of ``images`` (N, C, H, W) in [0, 1], C = 1 or 3, each with its caption underneath, as a PIL image.
+
+    Each cell is its image scaled up by the smallest integer factor that makes it at least ``min_width`` px
+    wide (nearest neighbour: 28 px digits stay crisp), over a white band of ``lines`` lines of black text
+    wrapped to that width (:func:`wrap_caption`). ``nrow`` cells per row, ``gap`` white px between and around
+    cells. Raises ValueError when there is not exactly one caption per image.
+    """
+    import math
+
+    import torch
+    from PIL import Image, ImageDraw
+
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"captioned_grid takes images of shape (N, 1 or 3, H, W), not {tuple(images.shape)}")
+    captions = list(captions)
+    if len(captions) != len(images):
+        raise ValueError(f"{len(captions)} captions for {len(images)} images; pass one caption per image")
+    if len(images) == 0:
+        raise ValueError("captioned_grid needs at least one image")
+    n, _, h, w = images.shape
+    scale = math.ceil(min_width / w) if w < min_width else 1
+    pixels = images.mul(255).add(0.5).clamp(0, 255).to("cpu", torch.uint8)  # rounded as save_png rounds
+    pixels = pixels.expand(-1, 3, -1, -1).repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    pixels = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+
+    font = caption_font(font_size)
+    ascent, descent = font.getmetrics() if hasattr(font, "getmetrics") else (font.getbbox("Ahgy")[3], 0)
+    line_height = ascent + descent
+    cell_w, image_h = w * scale, h * scale
+    cell_h = image_h + 1 + lines * line_height + 1  # 1 px above and below the text
+    columns, rows = min(nrow, n), math.ceil(n / nrow)
+    grid = Image.new("RGB", (columns * (cell_w + gap) + gap, rows * (cell_h + gap) + gap), "white")
+    draw = ImageDraw.Draw(grid)
+    margin = 2  # keeps text off the neighbouring cells
+    for i, caption in enumerate(captions):
+        x = gap + (i % nrow) * (cell_w + gap)
+        y = gap + (i // nrow) * (cell_h + gap)
+        grid.paste(Image.fromarray(pixels[i]), (x, y))
+        for k, line in enumerate(wrap_caption(caption, font, cell_w - 2 * margin, lines)):
+            left = x + (cell_w - font.getlength(line)) / 2  # centred under the image
+            draw.text((left, y + image_h + 1 + k * line_height), line, fill="black", font=font)
+    return grid
+
+
+def save_captioned_png(images, captions, fp, nrow: int = CAPTIONS_PER_ROW, **options) -> None:
+    """:func:`captioned_grid` as a PNG marked as gansuite's. Like :func:`save_png` it writes to ``fp`` as given:
+    wrap it in :func:`atomic_path` for a file; the grid is drawn in memory first, so bad arguments raise before
+    anything is written."""
+    captioned_grid(images, captions, nrow, **options).save(fp, format="png", pnginfo=png_info())
+
+
 def written_by_gansuite(path: Path) -> bool:
     """Whether ``path`` is a PNG or JSON file that gansuite wrote (read by content, whatever its suffix)."""
     from PIL import Image, UnidentifiedImageError

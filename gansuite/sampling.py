@@ -184,17 +184,26 @@ def _sample(module: Any, inputs: Any, ema: bool, batch_size: int) -> Tensor:
     return samples
 
 
-def _write_grid(samples: Tensor, path: Path, nrow: int) -> Path:
+def _write_grid(samples: Tensor, path: Path, nrow: int, captions: Sequence[str] | None = None) -> Path:
+    """Write ``samples`` as a grid PNG; with ``captions`` (one per sample), each written under its image."""
     from gansuite.data.base import denormalize
-    from gansuite.outputs import atomic_path, save_png
+    from gansuite.outputs import atomic_path, save_captioned_png, save_png
 
     with atomic_path(path) as tmp:
-        save_png(denormalize(samples), tmp, nrow=nrow)
+        if captions is None:
+            save_png(denormalize(samples), tmp, nrow=nrow)
+        else:
+            save_captioned_png(denormalize(samples), captions, tmp, nrow=nrow)
     return path
 
 
 def default_nrow(module: Any, n: int, classes: Sequence[int] | None) -> int:
-    """One class per column for a conditional model (all classes, or the requested ones), else a square."""
+    """8 per row for a text-to-image model (one digit's 8 phrasings a row, as the training grid lays them out);
+    one class per column for a conditional model (all classes, or the requested ones); else a square."""
+    from gansuite.outputs import CAPTIONS_PER_ROW
+
+    if getattr(module, "caption_texts", None) is not None:
+        return CAPTIONS_PER_ROW
     if classes and len(classes) > 1:
         return len(classes)
     if not classes and getattr(module, "num_classes", None):
@@ -204,9 +213,13 @@ def default_nrow(module: Any, n: int, classes: Sequence[int] | None) -> int:
 
 def save_grid(module: Any, path: str | Path, n: int = 64, nrow: int | None = None, seed: int = 0,
               classes: Sequence[int] | None = None, ema: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
-    """Write an n-sample grid PNG to ``path``; ``nrow`` images per row (default: see :func:`default_nrow`)."""
-    samples = _sample(module, grid_inputs(module, n, seed, classes), ema, batch_size)
-    return _write_grid(samples, Path(path), nrow or default_nrow(module, n, classes))
+    """Write an n-sample grid PNG to ``path``; ``nrow`` images per row (default: see :func:`default_nrow`). A
+    text-to-image model's (one with ``caption_texts(inputs)``) has each image's caption written under it."""
+    inputs = grid_inputs(module, n, seed, classes)
+    samples = _sample(module, inputs, ema, batch_size)
+    caption_texts = getattr(module, "caption_texts", None)
+    captions = caption_texts(inputs) if caption_texts is not None else None
+    return _write_grid(samples, Path(path), nrow or default_nrow(module, n, classes), captions)
 
 
 def save_folder(module: Any, folder: str | Path, n: int, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,

@@ -167,7 +167,8 @@ class SampleGrid(PeriodicSamples):
     Args:
         every_n_steps: snapshot period in generator updates; a final snapshot is taken at the end.
         num_samples: images in the grid, laid out ceil(sqrt(n)) per row, or one class per column
-            for a conditional module (one with ``num_classes``).
+            for a conditional module (one with ``num_classes``); for a text-to-image module (one with
+            ``caption_texts(inputs)``) 8 per row, each with its caption underneath.
         seed: seeds the fixed generator inputs, shared across runs.
         ema: sample from the EMA generator when the module keeps one.
         dirpath: folder for the PNGs; defaults to ``<trainer.default_root_dir>/samples``.
@@ -180,10 +181,15 @@ class SampleGrid(PeriodicSamples):
         return samples.ndim == 4
 
     def _render(self, samples: torch.Tensor, path: Path, trainer: L.Trainer, step: int) -> None:
-        from gansuite.outputs import save_png
+        from gansuite.outputs import CAPTIONS_PER_ROW, save_captioned_png, save_png
 
-        # A conditional module asks for classes 0..K-1 in turn: K per row puts one class in each column.
         module = getattr(trainer, "lightning_module", None)
+        caption_texts = getattr(module, "caption_texts", None)
+        if caption_texts is not None:  # a text-to-image module: each image over the caption it was drawn for
+            captions = caption_texts(self.fixed_inputs(module))
+            save_captioned_png(denormalize(samples), captions, path, nrow=CAPTIONS_PER_ROW)
+            return
+        # A conditional module asks for classes 0..K-1 in turn: K per row puts one class in each column.
         nrow = getattr(module, "num_classes", None) or math.ceil(math.sqrt(len(samples)))
         save_png(denormalize(samples), path, nrow=nrow)
 
