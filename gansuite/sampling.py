@@ -2,8 +2,9 @@
 
 The library functions behind the command (:mod:`gansuite.cli.sample`), each given a built module:
 :func:`save_grid`, :func:`save_folder`, :func:`save_interpolation` (:func:`slerp` for Gaussian z),
-:func:`save_code_grids` (InfoGAN) and :func:`save_translations` (image-to-image models), and the
-inputs they draw (:func:`grid_inputs`, :func:`folder_inputs`, :func:`interpolation_inputs`). Samples
+:func:`save_code_grids` (InfoGAN), :func:`save_translations` (image-to-image models) and
+:func:`save_text_grid` (a text-to-image model, one caption), and the inputs they draw (:func:`grid_inputs`,
+:func:`folder_inputs`, :func:`interpolation_inputs`, :func:`text_inputs`). Samples
 come from the EMA generator when the module keeps one (``ema=False`` for the trained one). The same
 ``seed`` gives the same files. Every PNG is written to a hidden temporary file and renamed into
 place, so an interrupted run leaves only complete images.
@@ -220,6 +221,22 @@ def save_grid(module: Any, path: str | Path, n: int = 64, nrow: int | None = Non
     caption_texts = getattr(module, "caption_texts", None)
     captions = caption_texts(inputs) if caption_texts is not None else None
     return _write_grid(samples, Path(path), nrow or default_nrow(module, n, classes), captions)
+
+
+def text_inputs(module: Any, text: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """A text-to-image model's inputs for n images of one caption: z drawn as :meth:`make_inputs` draws it (one
+    seeded generator), the caption from the module's ``encode_caption`` (word ids or an embedding) in every row."""
+    caption = module.encode_caption(text)
+    z = torch.randn(n, module.latent_dim, generator=torch.Generator().manual_seed(seed)).to(module.device, module.dtype)
+    return z, caption.to(module.device).repeat(n, *([1] * (caption.ndim - 1)))
+
+
+def save_text_grid(module: Any, path: str | Path, text: str, n: int = 64, nrow: int | None = None, seed: int = 0,
+                   ema: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
+    """Write a grid of n images a text-to-image model draws for the caption ``text`` (each from its own z) to
+    ``path``; ``nrow`` per row (default: a square)."""
+    samples = _sample(module, text_inputs(module, text, n, seed), ema, batch_size)
+    return _write_grid(samples, Path(path), nrow or math.ceil(math.sqrt(n)))
 
 
 def save_folder(module: Any, folder: str | Path, n: int, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,

@@ -48,8 +48,8 @@ TINY_WIDTH = {
     "conv_autoencoder": ["model.generator.width=4"],
     "fanogan": ["model.generator.width=4", "model.discriminator.width=4"],
     "gan_int_cls": ["model.generator.width=4", "model.discriminator.width=4", "model.text_dim=8",
-                    "model.generator.projected=4", "model.discriminator.projected=4", "model.discriminator.word_dim=4",
-                    "model.discriminator.hidden=8"],
+                    "model.generator.projected=4", "model.discriminator.projected=4", "text_encoder.word_dim=4",
+                    "text_encoder.hidden=8"],
     "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
                  "model.discriminator.x_width=16", "model.discriminator.y_width=8",
                  "model.discriminator.joint_width=16"],
@@ -78,7 +78,9 @@ def make_cfg(tmp_path: Path, *overrides: str, tiny: bool = True) -> DictConfig:
         tiny = [o for o in TINY if o.split("=", 1)[0] not in groups]
         if model in IMAGE_TO_IMAGE:  # no noise vector to shrink
             tiny = [o for o in tiny if not o.startswith("model.latent_dim")]
-        overrides = tiny + TINY_WIDTH.get(model, []) + overrides
+        # A group picked on the command line (text_encoder=precomputed) drops the tiny values of its default.
+        widths = [o for o in TINY_WIDTH.get(model, []) if o.split(".", 1)[0] not in groups - {"model"}]
+        overrides = tiny + widths + overrides
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):

@@ -68,6 +68,9 @@ def test_tertile_levels_are_cut_per_class():
 def test_captions_name_the_digit_and_the_levels_their_template_asks_for():
     assert caption(TEMPLATES[0], 7, (2, 2, 0)) == "a thick slanted seven"
     assert caption(TEMPLATES[1], 3, (0, 1, 0)) == "three , written small with a thin pen"
+    assert caption(TEMPLATES[4], 8, (0, 1, 0)) == "an upright eight"
+    assert caption(TEMPLATES[4], 1, (0, 2, 0)) == "a slanted one"
+    assert caption(TEMPLATES[3], 8, (0, 0, 0)) == "a small eight drawn with thin strokes"
     assert mentions(TEMPLATES[0]) == (True, True, False)
     assert words("Seven, written SMALL: thin") == ["seven", ",", "written", "small", ":", "thin"]
 
@@ -77,6 +80,7 @@ def test_tokens_pad_with_zero_and_unknown_words_are_unk():
     ids = encode(["a thick seven", "a fluffy seven"], vocab, max_words=4)
     assert ids[0].tolist() == [vocab["a"], vocab["thick"], vocab["seven"], 0]
     assert ids[1].tolist() == [vocab["a"], UNK, vocab["seven"], 0]
+    assert "an" in vocab
     with pytest.raises(ConfigError, match="--text"):
         check_caption("purple elephants", vocab)
 
@@ -118,3 +122,31 @@ def test_a_mismatch_changes_the_digit_or_one_named_attribute():
         assert (digit != 3 and not changed) or (digit == 3 and changed == [1])
         seen.add("digit" if digit != 3 else "slant")
     assert seen == {"digit", "slant"}
+
+
+def test_eval_captions_give_each_held_out_digit_once_in_class_blocks_of_eight():
+    data = CaptionedDigits()
+    captions, all_captions = data.eval_captions(), data.test_captions(heldout_phrasings=False)
+    digit = captions["digit"]
+    assert len(digit) == 1000 and digit.bincount().tolist() == [100] * 10
+    assert digit[:80].tolist() == [k for k in range(10) for _ in range(8)]  # an 8-wide grid: a class a row
+    assert digit[80:160].tolist() == digit[:80].tolist()
+    # one caption per held-out digit: the (digit, levels) of the rows are those of the held-out digits
+    held = data.test_captions(heldout_phrasings=True)  # every held-out digit, each in 2 phrasings
+    key = lambda d, lv: (int(d), *lv.tolist())  # noqa: E731
+    expected = sorted(key(d, lv) for d, lv in zip(held["digit"][::2], held["levels"][::2], strict=True))
+    assert sorted(key(d, lv) for d, lv in zip(digit, captions["levels"], strict=True)) == expected
+    # in the training phrasings, each used in turn (125 digits each)
+    phrasing = [next(t for t, template in enumerate(TEMPLATES) if caption(template, int(d), lv) == text)
+                for d, lv, text in zip(digit, captions["levels"], captions["texts"], strict=True)]
+    assert torch.tensor(phrasing).bincount().tolist() == [125] * len(TEMPLATES)
+    assert set(captions["texts"]) <= set(all_captions["texts"])
+    rows = [all_captions["texts"].index(text) for text in captions["texts"][:5]]
+    assert_close(captions["tokens"][:5], all_captions["tokens"][rows], rtol=0, atol=0)
+
+
+def test_captioned_digits_are_measured_by_the_offline_mnist_classifier_that_ships():
+    from gansuite.metrics.classifier import classifier_for
+
+    _, info = classifier_for(CaptionedDigits(), cache_dir=None, log=lambda _: None)
+    assert info.dataset == "mnist_offline-28px" and info.path.parent.name == "classifiers"

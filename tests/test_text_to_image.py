@@ -10,7 +10,7 @@ from torch.testing import assert_close
 from gansuite.errors import ConfigError
 from gansuite.models.text_to_image import interpolate
 
-from .conftest import assert_resume_is_bit_exact, build_tiny, trains
+from .conftest import assert_resume_is_bit_exact, build_tiny, make_cfg, trains
 
 COMMON = ("model=gan_int_cls", "data=captioned_digits")
 
@@ -25,7 +25,10 @@ def test_one_step_logs_every_term(tmp_path):
     result = trains(tmp_path, *COMMON, steps=1,
                     extra=("train/d_wrong_score", "train/d_joint", "train/g_matched", "train/g_interpolated"))
     module = result["module"]
-    assert module.captions.any()  # held-out captions to draw for in grids
+    datamodule = result["trainer"].datamodule
+    # grids and evaluations draw for the data's eval captions, in their order, with their texts
+    assert_close(module.captions, datamodule.eval_captions()["tokens"], rtol=0, atol=0)
+    assert module.caption_texts((None, module.captions[:3])) == datamodule.eval_captions()["texts"][:3]
     x = module.sample(module.make_inputs(4, torch.Generator().manual_seed(0)), ema=False)
     assert x.shape == (4, 1, 28, 28)
 
@@ -116,3 +119,134 @@ def test_identical_captions_are_one_class_in_the_caption_level_joint_loss():
 
     tokens = torch.tensor([[5, 6, 0], [7, 6, 0], [5, 6, 0], [5, 6, 8], [7, 6, 0]])
     assert caption_classes(tokens).tolist() == [0, 1, 0, 3, 1]
+
+
+# ----------------------------------------------------------------------------------------- vocabulary, --text
+def _fails(capsys, argv: list[str], *words: str) -> str:
+    from gansuite.cli import sample as cli_sample
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_sample.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A tiny GAN-INT-CLS on captioned digits (word_gru), trained 2 steps with a checkpoint."""
+    from gansuite.training.run import train
+
+    tmp = tmp_path_factory.mktemp("gan_int_cls")
+    train(make_cfg(tmp, *COMMON, "trainer.max_steps=2", "trainer.checkpoint_every=2", "callbacks=none"))
+    return tmp
+
+
+def test_the_checkpoint_records_the_vocabulary_and_the_held_out_captions_texts(digits_run):
+    from gansuite.config.loading import load_module
+    from gansuite.data.captions import vocabulary
+
+    checkpoint = torch.load(digits_run / "checkpoints" / "last.ckpt", weights_only=True)
+    vocab = vocabulary()
+    assert checkpoint["gansuite_text"]["kind"] == "word_gru"
+    assert checkpoint["gansuite_text"]["words"] == sorted(vocab, key=vocab.get)
+    module, *_ = load_module(digits_run)
+    inputs = module.make_inputs(10, torch.Generator().manual_seed(0))
+    assert module.caption_texts(inputs) == checkpoint["gansuite_text"]["captions"][:10]  # every word known
+    assert module.caption_texts(inputs)[0].split()[-1] in ("zero", "one", "two", "three", "four", "five", "six",
+                                                           "seven", "eight", "nine")
+
+
+def test_text_draws_n_images_of_one_caption_each_from_its_own_z(digits_run, tmp_path, capsys):
+    from PIL import Image
+
+    from gansuite.cli import sample as cli_sample
+    from gansuite.config.loading import load_module
+    from gansuite.sampling import text_inputs
+
+    argv = [str(digits_run), "--text", "a thick slanted seven", "-n", "4", "--seed", "3"]
+    cli_sample.main([*argv, "--grid", str(tmp_path / "a.png")])
+    assert "4 samples of 'a thick slanted seven'" in capsys.readouterr().out
+    cli_sample.main([*argv, "--grid", str(tmp_path / "b.png")])
+    with Image.open(tmp_path / "a.png") as a, Image.open(tmp_path / "b.png") as b:
+        assert a.size == b.size and a.tobytes() == b.tobytes()  # same seed, same images
+    module, *_ = load_module(digits_run)
+    z, tokens = text_inputs(module, "a thick slanted seven", 4, seed=3)
+    assert len(set(map(tuple, z.tolist()))) == 4 and (tokens == tokens[:1]).all()  # four z, one caption
+    assert module.caption_texts((z, tokens)) == ["a thick slanted seven"] * 4
+    assert not torch.equal(z, text_inputs(module, "a thick slanted seven", 4, seed=4)[0])
+
+
+def test_text_is_refused_in_one_sentence_where_it_cannot_be_drawn(digits_run, tmp_path, capsys):
+    grid = ["--grid", str(tmp_path / "g.png")]
+    _fails(capsys, [str(digits_run), "--text", "qwerty zzz", *grid], "--text: 'qwerty zzz' has no word the model",
+           "'seven'")
+    # Checked before any checkpoint is read: the source does not even exist.
+    _fails(capsys, [str(tmp_path / "none"), "--text", "  ", *grid], "--text is empty")
+    _fails(capsys, [str(tmp_path / "none"), "--text", "a seven", "--folder", str(tmp_path / "f")],
+           "--text does not apply to --folder")
+    _fails(capsys, [str(tmp_path / "none"), "--text", "a seven", "--classes", "7", *grid], "--text and --classes")
+
+
+def test_text_on_a_model_that_is_not_text_to_image_is_one_sentence(tmp_path, capsys):
+    trains(tmp_path / "gan", "model=gan", "trainer.checkpoint_every=1", steps=1)
+    _fails(capsys, [str(tmp_path / "gan"), "--text", "a seven", "--grid", str(tmp_path / "g.png")],
+           "--text: this checkpoint's model (model=gan) does not draw for captions")
+
+
+def _folder_run(tmp_path, *overrides: str):
+    from .test_captioned_folder import write_cub
+
+    root = write_cub(tmp_path / "cub")
+    run = tmp_path / "run"
+    trains(run, "model=gan_int_cls", "data=captioned_folder", f"data.root={root}", "data.resolution=32",
+           "data.batch_size=4", "trainer.checkpoint_every=1", *overrides, steps=1)
+    return root, run
+
+
+def test_a_checkpoint_whose_data_now_gives_another_vocabulary_is_refused(tmp_path, capsys):
+    from gansuite.config.loading import load_module
+    from gansuite.training.run import train
+
+    root, run = _folder_run(tmp_path)
+    load_module(run)  # the same data: loads
+    # New words in a training caption shift the ids of the words after them (most frequent first).
+    caption = next((root / "text_c10" / "001.Black_footed_Albatross").glob("*.txt"))
+    caption.write_text(caption.read_text() + "orange orange orange orange orange orange orange orange\n")
+    with pytest.raises(ConfigError, match=r"was trained with another vocabulary than the data gives now \(word id "
+                                          r"\d+ was '.+' and is now 'orange'\)") as err:
+        load_module(run)
+    assert "\n" not in str(err.value)
+    _fails(capsys, [str(run), "--grid", str(tmp_path / "g.png")], "another vocabulary")
+    with pytest.raises(ConfigError, match="another vocabulary"):  # and a resumed run
+        train(make_cfg(tmp_path / "resumed", "model=gan_int_cls", "data=captioned_folder", f"data.root={root}",
+                       "data.resolution=32", "data.batch_size=4", "callbacks=none", "trainer.max_steps=2",
+                       f"resume={run}"))
+
+
+def test_text_with_precomputed_embeddings_is_refused_and_sentence_transformers_embed_it(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import numpy as np
+
+    from gansuite.cli import sample as cli_sample
+
+    from .test_captioned_folder import _all_captions, write_cub
+    from .test_text_sources import install_fake_sentence_transformers, model_dir
+
+    root = write_cub(tmp_path / "cub")
+    npz = tmp_path / "emb.npz"
+    texts = _all_captions(root)
+    np.savez(npz, texts=np.array(texts), embeddings=np.ones((len(texts), 4), dtype=np.float32))
+    _, run = _folder_run(tmp_path / "pre", "text_encoder=precomputed", f"text_encoder.path={npz}")
+    _fails(capsys, [str(run), "--text", "a red bird", "--grid", str(tmp_path / "g.png")],
+           "--text: this model was trained with text_encoder=precomputed", "cannot embed new text")
+
+    calls = install_fake_sentence_transformers(monkeypatch, dim=5)
+    _, run = _folder_run(tmp_path / "st", "text_encoder=sentence_transformers", f"text_encoder.path={model_dir(tmp_path)}",
+                         f"text_encoder.cache_dir={tmp_path / 'cache'}")
+    calls.encoded.clear()
+    cli_sample.main([str(run), "--text", "a tiny blue bird", "--grid", str(tmp_path / "st.png"), "-n", "4"])
+    assert (tmp_path / "st.png").is_file() and calls.encoded[-1] == ["a tiny blue bird"]

@@ -3,6 +3,7 @@
     gansuite-sample outputs/2026-11-23/12-00-00 --grid grid.png -n 64    # its checkpoints/last.ckpt
     gansuite-sample run/checkpoints/best.ckpt --folder out/ -n 10000     # then: gansuite-eval out/ data=...
     gansuite-sample RUN --grid sevens.png --classes 7                    # a conditional model, one class
+    gansuite-sample RUN --grid sevens.png --text "a thick slanted seven" -n 16   # a text-to-image model
     gansuite-sample RUN --interpolate walk.png --rows 8 --steps 10
     gansuite-sample RUN --codes codes/                                   # InfoGAN: one grid per code
     gansuite-sample RUN --translate photos/ --out upscaled/ [--from-hr]  # image-to-image models
@@ -34,6 +35,7 @@ from gansuite.sampling import (
     save_folder,
     save_grid,
     save_interpolation,
+    save_text_grid,
     save_translations,
 )
 
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                                                   "categorical code always shows its K values)")
     parser.add_argument("--lerp", action="store_true", help="--interpolate: linear instead of spherical for Gaussian z")
     parser.add_argument("--classes", help="a conditional model's classes, e.g. 3 or 0,1,2 (taken in turn)")
+    parser.add_argument("--text", help="--grid, a text-to-image model (model=gan_int_cls): -n images of this caption, "
+                                       "each from its own z (default: the run's held-out captions)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the generator inputs (default 0)")
     parser.add_argument("--batch-size", type=int, help="samples per generator call (default: the run's "
                                                        "eval.batch_size, 250)")
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             _positive(value, option)
         applies = {"-n": ("grid", "folder"), "--nrow": ("grid",), "--rows": ("interpolate", "codes"),
                    "--steps": ("interpolate", "codes"), "--lerp": ("interpolate",),
-                   "--classes": ("grid", "folder", "interpolate"), "--out": ("translate",),
+                   "--classes": ("grid", "folder", "interpolate"), "--text": ("grid",), "--out": ("translate",),
                    "--targets": ("translate",), "--from-hr": ("translate",), "--direction": ("translate",)}
         chosen = next(m for m in ("grid", "folder", "interpolate", "codes", "translate")
                       if getattr(args, m) is not None)
@@ -100,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
             if getattr(args, option.lstrip("-").replace("-", "_")) not in (None, False) and chosen not in modes:
                 raise ConfigError(f"{option} does not apply to --{chosen}; it goes with "
                                   f"{' or '.join('--' + m for m in modes)}.")
+        if args.text is not None and not args.text.strip():
+            raise ConfigError("--text is empty; pass a caption, e.g. --text \"a thick slanted seven\".")
+        if args.text is not None and args.classes is not None:
+            raise ConfigError("--text and --classes both say what to draw; pass one of them.")
         if args.steps is not None and args.steps < 2:
             raise ConfigError(f"--steps is {args.steps}; a row needs at least 2 steps (its two ends).")
         for option in ("grid", "interpolate"):
@@ -118,12 +126,19 @@ def main(argv: list[str] | None = None) -> None:
         device = check_device(args.device)
 
         module, cfg, path, step = load_module(args.source, device)
+        if args.text is not None and not callable(getattr(module, "encode_caption", None)):
+            raise ConfigError(f"--text: this checkpoint's model (model={cfg.model.get('name')}) does not draw for "
+                              "captions; drop --text, or sample a text-to-image model (model=gan_int_cls).")
         classes = parse_classes(args.classes, module)
         batch_size = args.batch_size or (cfg.get("eval") or {}).get("batch_size") or DEFAULT_BATCH_SIZE
         ema = not args.raw
         which = "EMA" if ema and getattr(module, "generator_ema", None) is not None else "trained"
         rows, steps = args.rows or 8, args.steps or 10
-        if args.grid is not None:
+        if args.grid is not None and args.text is not None:
+            n = args.n or 64
+            out = save_text_grid(module, args.grid, args.text, n, args.nrow, args.seed, ema, batch_size)
+            print(f"{out}: {n} samples of {args.text!r}")
+        elif args.grid is not None:
             n = args.n or 64
             out = save_grid(module, args.grid, n, args.nrow, args.seed, classes, ema, batch_size)
             print(f"{out}: {n} samples")

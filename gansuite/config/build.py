@@ -1,8 +1,10 @@
 """From a composed config to the data module and the GAN module, checked against each other.
 
 Every failed ``instantiate`` becomes one sentence naming its config key. The model is checked against
-the data (labels, image pairs, shapes, ``data.batch_size``) and run once on two samples, so a bad option
-fails before training starts. Also ``model.init_generator``: G's weights from another run.
+the data (labels, image pairs, captions, shapes, ``data.batch_size``) and run once on two samples, so a bad
+option fails before training starts. A text-to-image model's ``text_encoder`` is built here and handed to the
+data (what its batches carry) and to the networks (the vocabulary's size, or the fixed embeddings' size).
+Also ``model.init_generator``: G's weights from another run.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
     captioned = hasattr(datamodule, "vocab")
     if cfg.model.get("captions") and not captioned:
         raise ConfigError(f"model={cfg.model.name} draws images for captions but data={datamodule.name} has none; "
-                          "pick captioned data (data=captioned_digits).")
+                          "pick captioned data (data=captioned_digits or captioned_folder).")
+    # A text-to-image model's captions: the data serves what the text encoder reads (before it loads).
+    text = _text_encoder(cfg, datamodule) if cfg.model.get("captions") else None
     size = datamodule.train_size() if training and hasattr(datamodule, "train_size") else None
     if size is not None and datamodule.batch_size > size:
         # The endless sampler would repeat samples to fill the batch, and a huge one exhausts the memory.
@@ -87,12 +91,12 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
     classes = {"num_classes": datamodule.num_classes} if cfg.model.get("conditional") else {}
     if have:
         classes["source_shape"] = tuple(datamodule.source_shape)
-    generator = build_node("model.generator", cfg.model.generator, shape=shape, **classes)
+    g_text, d_text = _text_options(text, datamodule) if cfg.model.get("captions") else ({}, {})
+    generator = build_node("model.generator", cfg.model.generator, shape=shape, **classes, **g_text)
     discriminator = None
     if cfg.model.discriminator is not None:
-        # A text-to-image D holds the caption encoder, sized by the data's vocabulary.
-        words = {"vocab_size": len(datamodule.vocab)} if cfg.model.get("captions") else {}
-        discriminator = build_node("model.discriminator", cfg.model.discriminator, shape=shape, **classes, **words)
+        # A text-to-image D holds the caption encoder, sized by the data's vocabulary (or the fixed embeddings').
+        discriminator = build_node("model.discriminator", cfg.model.discriminator, shape=shape, **classes, **d_text)
     for key, net in (("model.generator", generator), ("model.discriminator", discriminator)):
         empty = next((name for name, p in (net.named_parameters() if net is not None else ()) if p.numel() == 0), None)
         if empty is not None:
@@ -121,10 +125,32 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
         **classes,
     )
     if cfg.model.get("captions"):
-        parts.update(num_classes=datamodule.num_classes, max_words=datamodule.max_words)
+        parts.update(num_classes=datamodule.num_classes, max_words=datamodule.max_words,
+                     vocabulary=sorted(datamodule.vocab, key=datamodule.vocab.get), text_encoder=text)
     module = build_node("model.module", cfg.model.module, objects=parts)
     _dry_run(cfg, module, shape)
     return datamodule, module
+
+
+def _text_encoder(cfg: DictConfig, datamodule: L.LightningDataModule) -> Any:
+    """The ``text_encoder`` group built and handed to the captioned data; None for a config stored before the group
+    existed (its D holds the word-GRU options, and the data serves word ids)."""
+    node = cfg.get("text_encoder")
+    stored_before = any(key in (cfg.model.discriminator or {}) for key in ("word_dim", "hidden", "word_dropout"))
+    if node is None or stored_before:
+        return None
+    encoder = build_node("text_encoder", node)
+    datamodule.text_encoder = encoder
+    return encoder
+
+
+def _text_options(text: Any, datamodule: L.LightningDataModule) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What G and D take from the text side: with fixed embeddings their size (``text_dim``) and no vocabulary,
+    else the vocabulary's size and the word-GRU encoder's options."""
+    if getattr(text, "fixed", False):
+        options = text.network_options()
+        return {"text_dim": options["text_dim"]}, options
+    return {}, {"vocab_size": len(datamodule.vocab), **(text.network_options() if text is not None else {})}
 
 
 def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...]) -> None:

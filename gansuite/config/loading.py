@@ -35,6 +35,9 @@ def built_module(cfg: Any, checkpoint: dict[str, Any], path: Path, tool: str, ke
     from gansuite.config.build import build
 
     datamodule, module = build(cfg, training=False)
+    check = getattr(module, "check_checkpoint", None)  # a family's own check (a text model's vocabulary) first
+    if check is not None:
+        check(checkpoint, path)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError:

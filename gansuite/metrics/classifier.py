@@ -298,12 +298,14 @@ def classifier_for(datamodule: Any, cache_dir: str | os.PathLike | None, log: Ca
     machine. Other labelled images (MNIST, CIFAR10) get a classifier trained on their whole train
     split and scored on their held-out split. Stacked MNIST gets the 1-channel offline MNIST
     classifier at the same resolution, applied to each channel by
-    :func:`gansuite.metrics.classes.stacked_mnist_modes`.
+    :func:`gansuite.metrics.classes.stacked_mnist_modes`. Captioned digits, the same digits and split, get the
+    offline MNIST's classifier too.
     ``kwargs`` go to :func:`load_or_train` (``seed``, ``epochs``, ``device``).
     """
+    from gansuite.data.captions import CaptionedDigits
     from gansuite.data.digits import OfflineMNIST, StackedMNIST
 
-    if isinstance(datamodule, StackedMNIST):
+    if isinstance(datamodule, (StackedMNIST, CaptionedDigits)):  # the offline MNIST's digits and split
         datamodule = OfflineMNIST(resolution=datamodule.resolution)
     if datamodule.num_classes is None or len(datamodule.shape) != 3:
         return None

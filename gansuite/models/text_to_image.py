@@ -2,7 +2,9 @@
 
 G(z, phi(t)) draws an image for a caption's embedding phi(t); D(x, phi(t)) scores image and caption together
 (:mod:`gansuite.nets.text_to_image`). Batches are ``(x, y, tokens, wrong)``: images, their classes, their
-captions' word ids and mismatched captions' (:mod:`gansuite.data.captions`).
+captions' word ids and mismatched captions' (:mod:`gansuite.data.captions`, :mod:`gansuite.data.captioned_folder`),
+or with fixed embeddings (``text_encoder=precomputed`` or ``sentence_transformers``,
+:mod:`gansuite.data.text_sources`) the captions' embeddings in place of word ids.
 
 - **GAN-CLS**, the matching-aware D (Algorithm 1): real images with their captions are real; real images
   with mismatched captions and generated images with their captions are fake, half each
@@ -14,25 +16,35 @@ captions' word ids and mismatched captions' (:mod:`gansuite.data.captions`).
   ``joint_weight``, DS-SJE's joint embedding loss between D's image embeddings of the real images and their
   captions (:func:`gansuite.nets.text.joint_embedding_loss`). G reads the embeddings as given (detached).
 
-Grids and metrics draw for held-out captions kept in the checkpoint (``captions``): digit after digit in
-the held-out split's order, each in its training phrasings.
+Grids, evaluations and gansuite-sample draw for 1,000 held-out captions kept in the checkpoint (``captions``:
+word ids, or fixed embeddings), taken in turn: the data's ``eval_captions()`` (captioned digits: one caption per
+held-out digit, in blocks of eight digits of one class, the classes in turn, so an 8-wide grid shows a class a
+row and 10,000 evaluation samples cover every held-out digit ten times) or the first of its ``test_captions()``
+(captioned folders: spread over the unseen test classes). The checkpoint also
+records the text side the run was trained with (the vocabulary in id order, or the fixed embeddings' encoder and
+path, and the held-out captions' texts): loading it where the data now gives another vocabulary is refused
+(:meth:`GANINTCLS.check_checkpoint`), never read with shifted word ids. :meth:`GANINTCLS.caption_texts` gives the
+text each sample is drawn for, and :meth:`GANINTCLS.encode_caption` a new caption (``gansuite-sample --text``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from gansuite.data.captions import PAD, check_caption
 from gansuite.errors import ConfigError
 from gansuite.losses import matching_aware_d
 from gansuite.models.schedule import AdversarialModule, eval_mode
 from gansuite.nets.text import joint_embedding_loss
 
 JOINT_CLASSES = ("digit", "caption", "both")
-# Grids and gansuite-sample draw for these many held-out captions, kept in the checkpoint.
-CAPTIONS = 80
+# Grids, evaluations and gansuite-sample draw for these many held-out captions, kept in the checkpoint.
+CAPTIONS = 1000
 
 
 class GANINTCLS(AdversarialModule):
@@ -40,6 +52,9 @@ class GANINTCLS(AdversarialModule):
         latent_dim: size of z ~ N(0, I).
         num_classes: the data's classes (DS-SJE's structure); from the data.
         max_words: word ids per caption; from the data.
+        vocabulary: the data's words in id order (``<pad>``, ``<unk>``, ...); from the data.
+        text_encoder: the built ``text_encoder`` group (:mod:`gansuite.data.text_sources`); with fixed embeddings the
+            ``captions`` buffer holds embeddings (1,000 x E float) instead of word ids. None: word ids.
         matching_aware: GAN-CLS's D loss; False gives the plain conditional GAN loss.
         interpolation_weight: weight of GAN-INT's term in G's loss (0: no interpolation).
         beta: the interpolation's mixing weight.
@@ -47,9 +62,10 @@ class GANINTCLS(AdversarialModule):
         (the rest: see :class:`~gansuite.models.schedule.AdversarialModule`)
     """
 
-    def __init__(self, *, latent_dim: int, num_classes: int, max_words: int, matching_aware: bool = True,
+    def __init__(self, *, latent_dim: int, num_classes: int, max_words: int, vocabulary: Sequence[str] | None = None,
+                 text_encoder: Any = None, matching_aware: bool = True,
                  interpolation_weight: float = 1.0, beta: float = 0.5, joint_weight: float = 1.0,
-                 joint_classes: str = "digit", **kwargs: Any) -> None:
+                 joint_classes: str = "both", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for key, value in (("interpolation_weight", interpolation_weight), ("joint_weight", joint_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -64,14 +80,96 @@ class GANINTCLS(AdversarialModule):
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.matching_aware = bool(matching_aware)
         self.interpolation_weight, self.beta, self.joint_weight = float(interpolation_weight), float(beta), float(joint_weight)
+        self.vocabulary = list(vocabulary) if vocabulary is not None else None
+        self.text_encoder = text_encoder
+        self.fixed_text = bool(getattr(text_encoder, "fixed", False))
         # Filled with held-out captions when training starts (padding until then: the start-up dry run).
-        self.register_buffer("captions", torch.zeros(CAPTIONS, max_words, dtype=torch.long))
+        if self.fixed_text:
+            self.register_buffer("captions", torch.zeros(CAPTIONS, text_encoder.dim))
+        else:
+            self.register_buffer("captions", torch.zeros(CAPTIONS, max_words, dtype=torch.long))
+        self.caption_list: list[str] = []  # the texts of the captions rows
+        self._new_captions: list[tuple[Tensor, str]] = []  # fixed embeddings of encode_caption's texts
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and not self.captions.any():
-            tokens = datamodule.test_captions(heldout_phrasings=False)["tokens"][: len(self.captions)]
-            self.captions[: len(tokens)] = tokens.to(self.captions)
+            pick = getattr(datamodule, "eval_captions", None)
+            test = pick() if pick is not None else datamodule.test_captions(heldout_phrasings=False)
+            tokens, texts = test["tokens"][: len(self.captions)], list(test["texts"][: len(self.captions)])
+            repeats = -(-len(self.captions) // len(tokens))  # fewer captions than rows: repeated in order
+            self.captions.copy_(tokens.repeat(repeats, 1)[: len(self.captions)].to(self.captions))
+            self.caption_list = (texts * repeats)[: len(self.captions)]
+
+    # ------------------------------------------------------------------ the text side in the checkpoint
+    def text_record(self) -> dict[str, Any]:
+        """What the captions were read with: the vocabulary in id order, or the fixed embeddings' kind and path."""
+        if self.fixed_text:
+            return self.text_encoder.record()
+        return {"kind": "word_gru", "words": self.vocabulary}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["gansuite_text"] = {**self.text_record(), "captions": list(self.caption_list)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.check_checkpoint(checkpoint, "the checkpoint")
+
+    def check_checkpoint(self, checkpoint: dict[str, Any], path: Path | str) -> None:
+        """Refuse, in one sentence, a checkpoint trained with another vocabulary (or other fixed embeddings) than the
+        data gives now, before its weights are read; take its held-out captions' texts. A checkpoint written before
+        the text side was recorded is taken as it is."""
+        stored = checkpoint.get("gansuite_text")
+        if not isinstance(stored, dict):
+            return
+        mine = self.text_record()
+        if stored.get("kind") != mine["kind"]:
+            raise ConfigError(f"{path} was trained with text_encoder={stored.get('kind')} but this config reads "
+                              f"captions with text_encoder={mine['kind']}; use the run's own text_encoder.")
+        if mine["kind"] == "word_gru":
+            then, now = stored.get("words"), mine["words"]
+            if then is not None and now is not None and list(then) != list(now):
+                i = next((k for k, (a, b) in enumerate(zip(then, now, strict=False)) if a != b), min(len(then), len(now)))
+                detail = (f"word id {i} was {then[i]!r} and is now {now[i]!r}" if i < min(len(then), len(now))
+                          else f"{len(then)} words then, {len(now)} now")
+                raise ConfigError(f"{path} was trained with another vocabulary than the data gives now ({detail}), "
+                                  "so its word ids would read other words; use the captions the run was trained on "
+                                  "(data.root, data.min_word_count as they were), or train a new run.")
+        elif (stored.get("path"), stored.get("dim")) != (mine.get("path"), mine.get("dim")):
+            raise ConfigError(f"{path} was trained with the embeddings of {stored.get('path')} ({stored.get('dim')} "
+                              f"numbers each) but this config reads {mine.get('path')} ({mine.get('dim')}); set "
+                              f"text_encoder.path={stored.get('path')} as the run had it.")
+        self.caption_list = [str(t) for t in stored.get("captions") or []]
+
+    def caption_texts(self, inputs: tuple[Tensor, Tensor]) -> list[str]:
+        """The caption each sample of :meth:`make_inputs`-style inputs ``(z, captions)`` is drawn for: word ids
+        decoded by the vocabulary (padding dropped), or for fixed embeddings the text of the held-out caption (or
+        the :meth:`encode_caption` text) whose embedding the row is ("" for an embedding of neither)."""
+        rows = inputs[1]
+        if not rows.is_floating_point():
+            words = self.vocabulary or []
+            return [" ".join(words[i] if i < len(words) else "<unk>" for i in row if i != PAD)
+                    for row in rows.tolist()]
+        known = [(self.captions[k], text) for k, text in enumerate(self.caption_list[: len(self.captions)])]
+        known += self._new_captions
+        if not known:
+            return [""] * len(rows)
+        table = torch.stack([emb.to(rows.device, rows.dtype) for emb, _ in known])
+        same = (rows.unsqueeze(1) == table.unsqueeze(0)).all(-1)  # rows x known
+        found, index = same.any(1).tolist(), same.to(torch.int8).argmax(1).tolist()
+        return [known[k][1] if hit else "" for hit, k in zip(found, index, strict=True)]
+
+    def encode_caption(self, text: str) -> Tensor:
+        """A new caption as one row of generator input (1 x ``max_words`` word ids, or 1 x E): by the vocabulary
+        (:func:`gansuite.data.captions.check_caption`: refused when it holds no known word), or by the text
+        encoder's model (``sentence_transformers``); ``precomputed`` embeddings cannot embed new text."""
+        if self.fixed_text:
+            embedding = self.text_encoder.embed_new(text).to(self.captions)
+            self._new_captions.append((embedding[0], text))
+            return embedding
+        vocab = {word: i for i, word in enumerate(self.vocabulary or [])}
+        return check_caption(text, vocab, self.captions.shape[1])
 
     # ------------------------------------------------------------------ sampling
     def make_inputs(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,8 @@ Schiele 2016, "Learning deep representations of fine-grained visual descriptions
 bidirectional GRU averaged over the caption's words. The backward GRU reads each caption's words reversed in
 place (padding stays at the end), so a caption encodes the same however much padding follows it, and no
 lengths are read on the host.
+:class:`FixedText`: fixed caption embeddings (``text_encoder=precomputed`` or ``sentence_transformers``) as they
+are: the identity, with no parameters.
 :func:`joint_embedding_loss`: DS-SJE's symmetric structured loss with class labels.
 """
 
@@ -52,6 +54,14 @@ class WordGRUEncoder(nn.Module):
         weights = mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return self.out(pooled)
+
+
+class FixedText(nn.Module):
+    """Fixed caption embeddings (B, E) float -> the same (B, E): D's caption encoder when the embeddings come from
+    a file or a pretrained model (:mod:`gansuite.data.text_sources`); nothing to train."""
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        return embeddings
 
 
 def _class_means(scores: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:

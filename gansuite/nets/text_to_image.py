@@ -9,7 +9,8 @@ joint map by a 1 x 1 convolution with LeakyReLU and the last map-sized convoluti
 The caption encoder (:class:`gansuite.nets.text.WordGRUEncoder`) lives in D, with a linear map of D's pooled
 image features into the same embedding space: D's optimizer trains it, by the matching-aware loss and by
 DS-SJE's joint embedding loss between those image embeddings and the captions'; G takes its embeddings as
-given.
+given. With fixed embeddings (``text_encoder=precomputed`` or ``sentence_transformers``) D's encoder is the
+identity (:class:`gansuite.nets.text.FixedText`), and the joint embedding loss trains D's image embedding alone.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from gansuite.nets import dcgan
-from gansuite.nets.text import WordGRUEncoder
+from gansuite.nets.text import FixedText, WordGRUEncoder
 
 
 def _compress(text_dim: int, projected: int) -> nn.Module:
@@ -51,21 +52,28 @@ class TextConditionalGenerator(nn.Module):
 class MatchingDiscriminator(nn.Module):
     """(images, caption embeddings) -> one raw score per pair (B,): does the image look real *and* match?
 
-    :meth:`embed_text` encodes word ids; :meth:`embed_images` maps images into the captions' embedding space.
+    :meth:`embed_text` encodes word ids (fixed embeddings pass unchanged); :meth:`embed_images` maps images into the
+    captions' embedding space.
 
     Args:
         shape, width, norm, spectral_norm: as for :class:`gansuite.nets.dcgan.Discriminator`.
-        vocab_size: word ids of the data's vocabulary (from the data module).
+        vocab_size: word ids of the data's vocabulary (from the data module); None when the captions come as fixed
+            embeddings of ``text_dim`` numbers (``text_encoder=precomputed`` or ``sentence_transformers``): then
+            :meth:`embed_text` returns them unchanged.
         text_dim, projected: as for :class:`TextConditionalGenerator`.
-        word_dim, hidden, word_dropout: the caption encoder's (:class:`gansuite.nets.text.WordGRUEncoder`).
+        word_dim, hidden, word_dropout: the caption encoder's (:class:`gansuite.nets.text.WordGRUEncoder`; set by
+            ``text_encoder=word_gru``).
     """
 
-    def __init__(self, *, shape: tuple[int, ...], vocab_size: int, text_dim: int = 128, projected: int = 128,
+    def __init__(self, *, shape: tuple[int, ...], vocab_size: int | None, text_dim: int = 128, projected: int = 128,
                  width: int = 64, norm: str = "batch", spectral_norm: bool = False, word_dim: int = 64,
                  hidden: int = 128, word_dropout: float = 0.1) -> None:
         super().__init__()
-        self.text = WordGRUEncoder(vocab_size=vocab_size, embedding_dim=text_dim, word_dim=word_dim, hidden=hidden,
-                                   word_dropout=word_dropout)
+        if vocab_size is None:  # fixed embeddings: nothing to encode or train
+            self.text: nn.Module = FixedText()
+        else:
+            self.text = WordGRUEncoder(vocab_size=vocab_size, embedding_dim=text_dim, word_dim=word_dim, hidden=hidden,
+                                       word_dropout=word_dropout)
         body = dcgan.Discriminator(shape=shape, width=width, norm=norm, spectral_norm=spectral_norm)
         last = body.net[-1]
         self.trunk = body.net[:-1]

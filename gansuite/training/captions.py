@@ -4,7 +4,7 @@ Every N steps and at the end, for a module that draws for captions (``model=gan_
 digits (``data=captioned_digits``): :func:`gansuite.metrics.captions.caption_metrics` on the held-out digits'
 captions, logged as ``val/digit_acc``, ``val/rank_corr_thickness``, ... (held-out phrasings:
 ``..._heldout_phrasing``) and written with their protocol to ``<run>/eval/captions_step_XXXXXX.json``.
-Silent for other families and data.
+Silent for other families and data (``data=captioned_folder`` included: its captions name no measured attribute).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class CaptionMetrics(EveryNSteps):
         self._last_saved = step
         datamodule = getattr(trainer, "datamodule", None)
         if not trainer.is_global_zero or not hasattr(pl_module, "captions") \
-                or not hasattr(datamodule, "test_captions"):
+                or not hasattr(datamodule, "train_values"):  # captioned digits only (measured attributes)
             return
         from gansuite.data.digits import OfflineMNIST
         from gansuite.metrics.captions import caption_metrics

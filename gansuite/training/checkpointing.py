@@ -217,6 +217,9 @@ def check_compatible(checkpoint: dict[str, Any], module: torch.nn.Module, config
                 f"resume: {path} was trained with {key}={then} but this run sets {key}={now}; "
                 f"resume with {key}={then}, or start a new run."
             )
+    check = getattr(module, "check_checkpoint", None)  # a family's own check (a text model's vocabulary), in its words
+    if check is not None:
+        check(checkpoint, path)
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     missing = sorted(expected.keys() - found.keys())
