@@ -122,6 +122,12 @@ def test_a_mismatch_changes_the_digit_or_one_named_attribute():
         assert (digit != 3 and not changed) or (digit == 3 and changed == [1])
         seen.add("digit" if digit != 3 else "slant")
     assert seen == {"digit", "slant"}
+    # the extremes of mismatch_other_digit: always another digit, never (unless the phrasing names no attribute)
+    assert all(mismatch(3, level, TEMPLATES[4], g, other_digit=1.0)[0] != 3 for _ in range(50))
+    assert all(mismatch(3, level, TEMPLATES[4], g, other_digit=0.0)[0] == 3 for _ in range(50))
+    assert mismatch(3, level, "the digit {digit}", g, other_digit=0.0)[0] != 3
+    with pytest.raises(ConfigError, match="data.mismatch_other_digit"):
+        CaptionedDigits(mismatch_other_digit=1.5)
 
 
 def test_eval_captions_give_each_held_out_digit_once_in_class_blocks_of_eight():

@@ -146,12 +146,14 @@ def _articles(text: str) -> str:
     return re.sub(r"\ba (?=(?:upright|eight)\b)", "an ", text)
 
 
-def mismatch(digit: int, level: Tensor, template: str, g: torch.Generator) -> tuple[int, list[int]]:
-    """A (digit, levels) that ``template`` states differently from ``(digit, level)``: another digit half the
-    time (always when the template names no attribute), else one of the attributes it names at another level."""
+def mismatch(digit: int, level: Tensor, template: str, g: torch.Generator,
+             other_digit: float = 0.5) -> tuple[int, list[int]]:
+    """A (digit, levels) that ``template`` states differently from ``(digit, level)``: another digit with
+    probability ``other_digit`` (always when the template names no attribute), else one of the attributes it
+    names at another level."""
     named = [i for i, flag in enumerate(mentions(template)) if flag]
     levels_out = [int(v) for v in level]
-    if not named or torch.rand((), generator=g) < 0.5:
+    if not named or torch.rand((), generator=g) < other_digit:
         return (digit + int(torch.randint(1, 10, (), generator=g))) % 10, levels_out
     which = named[int(torch.randint(len(named), (), generator=g))]
     levels_out[which] = (levels_out[which] + int(torch.randint(1, 3, (), generator=g))) % 3
@@ -216,11 +218,19 @@ class CaptionedDigits(GANDataModule):
 
     Args:
         resolution: side of the square images, 28 (native), 32 or 64.
+        mismatch_other_digit: how often a mismatched caption names another digit; otherwise it states one of
+            the attributes its phrasing names at another level (:func:`mismatch`).
     """
 
-    def __init__(self, *, resolution: int = 28, batch_size: int = 64, seed: int = 0, num_workers: int = 0):
+    def __init__(self, *, resolution: int = 28, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
+                 mismatch_other_digit: float = 0.5):
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
         check_resolution(resolution, (28, 32, 64))
+        if isinstance(mismatch_other_digit, bool) or not isinstance(mismatch_other_digit, (int, float)) \
+                or not 0 <= mismatch_other_digit <= 1:
+            raise ConfigError(f"data.mismatch_other_digit must be a probability in [0, 1] (got "
+                              f"{mismatch_other_digit!r}); set data.mismatch_other_digit=0.5.")
+        self.other_digit = float(mismatch_other_digit)
         self.resolution = resolution
         self.shape = (1, resolution, resolution)
         self.num_classes = 10
@@ -247,7 +257,7 @@ class CaptionedDigits(GANDataModule):
         transform = partial(to_signed, resolution=self.resolution)
         texts = [caption(t, int(y[i]), self.levels[i]) for i in train.tolist() for t in TEMPLATES]
         g = torch.Generator().manual_seed(MISMATCH_SEED)  # the same mismatched captions for every seed
-        wrong_texts = [caption(t, *mismatch(int(y[i]), self.levels[i], t, g))
+        wrong_texts = [caption(t, *mismatch(int(y[i]), self.levels[i], t, g, self.other_digit))
                        for i in train.tolist() for t in TEMPLATES]
         self._heldout_index = held
         if getattr(self.text_encoder, "fixed", False):  # every caption served, embedded (or looked up) at once
