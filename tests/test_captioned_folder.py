@@ -292,3 +292,16 @@ def test_a_stackgan_folder_missing_an_image_names_it(tmp_path):
     with pytest.raises(ConfigError, match=r"text_encoder\.path: .* has no embedding for \d+ of the 30 captions .*"
                                           r"e\.g\. caption 0 of the image"):
         data.setup()
+
+
+@pytest.mark.parametrize("preset", ["gan_int_cls_cub", "gan_int_cls_flowers"])
+def test_the_real_data_presets_train_on_their_layout_with_the_release_embeddings(tmp_path, preset):
+    root = write_cub(tmp_path / "data") if preset.endswith("cub") else write_oxford(tmp_path / "data")
+    write_stackgan(tmp_path / "release", root, dim=7)
+    result = trains(tmp_path / "run", f"experiment={preset}", "model=gan_int_cls", f"data.root={root}",
+                    "data.resolution=32", "data.batch_size=4", "text_encoder=precomputed",  # (no tiny word-GRU sizes)
+                    f"text_encoder.path={tmp_path / 'release'}", steps=2)
+    module = result["module"]
+    assert module.joint_weight == 0 and module.generator.compress[0].in_features == 7  # fixed, pretrained text
+    steps = [config.scheduler.step_size for config in result["trainer"].lr_scheduler_configs]
+    assert steps == ([13836, 13836] if preset.endswith("cub") else [10991, 10991])  # 100 epochs of the paper's

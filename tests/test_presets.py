@@ -19,6 +19,8 @@ STAND_INS = {
     "gansuite.data.superres.SuperResolution:folder": ["data=sr_mnist"],
     "gansuite.data.pairs.PairedFolder": ["data=edges2digits", "~data.direction"],
     "gansuite.data.unpaired.UnpairedFolders": ["data=digit_styles"],
+    "gansuite.data.captioned_folder.CaptionedFolder": ["data=captioned_digits", "~data.root", "~data.images",
+                                                       "text_encoder=word_gru"],
 }
 
 
