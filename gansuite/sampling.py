@@ -104,6 +104,9 @@ def parse_classes(text: str | None, module: Any) -> list[int] | None:
     """``--classes`` ("3" or "0,1,2") checked against the module: a list of class indices, or None."""
     if text is None:
         return None
+    if callable(getattr(module, "encode_caption", None)):  # classes only structure its training, not its input
+        raise ConfigError("--classes: this checkpoint's model draws images for captions, not classes; pass "
+                          "--text \"a thick slanted seven\" instead.")
     num_classes = getattr(module, "num_classes", None)
     if not num_classes:
         also = " (InfoGAN's categorical codes are swept by --codes)" if hasattr(module, "code_names") else ""

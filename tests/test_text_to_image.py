@@ -189,6 +189,8 @@ def test_text_is_refused_in_one_sentence_where_it_cannot_be_drawn(digits_run, tm
     _fails(capsys, [str(tmp_path / "none"), "--text", "a seven", "--folder", str(tmp_path / "f")],
            "--text does not apply to --folder")
     _fails(capsys, [str(tmp_path / "none"), "--text", "a seven", "--classes", "7", *grid], "--text and --classes")
+    _fails(capsys, [str(digits_run), "--classes", "7", *grid], "--classes: this checkpoint's model draws images for "
+           "captions")
 
 
 def test_text_on_a_model_that_is_not_text_to_image_is_one_sentence(tmp_path, capsys):
