@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from gansuite.errors import ConfigError
-from gansuite.models.text_to_image import interpolate
+from gansuite.models.text_to_image import interpolate, mode_seeking
 
 from .conftest import assert_resume_is_bit_exact, build_tiny, make_cfg, trains
 
@@ -252,3 +252,21 @@ def test_text_with_precomputed_embeddings_is_refused_and_sentence_transformers_e
     calls.encoded.clear()
     cli_sample.main([str(run), "--text", "a tiny blue bird", "--grid", str(tmp_path / "st.png"), "-n", "4"])
     assert (tmp_path / "st.png").is_file() and calls.encoded[-1] == ["a tiny blue bird"]
+
+
+def test_the_mode_seeking_term_matches_hand_values_and_enters_g_loss(tmp_path):
+    a, b = torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 1.0]])  # mean |a - b| = 1.5
+    z_a, z_b = torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[1.0, -2.0, 3.0]])  # mean |z_a - z_b| = 2
+    assert_close(mode_seeking(a, b, z_a, z_b), torch.tensor(1 / (0.75 + 1e-5)), rtol=1e-6, atol=0)
+    assert_close(mode_seeking(a, a, z_a, z_b), torch.tensor(1e5), rtol=1e-6, atol=0)  # identical images: 1 / eps
+    _, datamodule, module = build_tiny(tmp_path, *COMMON, "model.module.mode_seeking_weight=0.5")
+    datamodule.setup()
+    batch = datamodule._train.__getitems__(list(range(0, 64, 8)))
+    made = module.generate(batch)
+    terms = module.generator_loss(batch, made)
+    expected = mode_seeking(made["fake"], made["other_fake"], made["z"], made["z_other"])
+    assert_close(terms["mode_seeking"], expected, rtol=0, atol=0)
+    assert_close(terms["loss"], terms["matched"] + terms["interpolated"] + 0.5 * expected, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(made["z"], made["z_other"])
+    with pytest.raises(ConfigError, match="model.module.mode_seeking_weight"):
+        build_tiny(tmp_path / "bad", *COMMON, "model.module.mode_seeking_weight=-1")

@@ -12,6 +12,8 @@ or with fixed embeddings (``text_encoder=precomputed`` or ``sentence_transformer
 - **GAN-INT**, the interpolation term: G also draws for ``beta * phi(t1) + (1 - beta) * phi(t2)`` of two
   captions of the batch (the paper: beta 0.5), and its loss adds ``interpolation_weight`` times the
   generator loss of D's scores of those images with the mixed embeddings. D never sees them as real or fake.
+- Not the paper's, off by default: MSGAN's mode-seeking term (``mode_seeking_weight``), against a G that draws
+  one image per caption whatever z is.
 - The caption encoder lives in D and trains with D's optimizer: by the matching-aware loss and, weighted
   ``joint_weight``, DS-SJE's joint embedding loss between D's image embeddings of the real images and their
   captions (:func:`gansuite.nets.text.joint_embedding_loss`). G reads the embeddings as given (detached).
@@ -59,15 +61,19 @@ class GANINTCLS(AdversarialModule):
         interpolation_weight: weight of GAN-INT's term in G's loss (0: no interpolation).
         beta: the interpolation's mixing weight.
         joint_weight: weight of the joint embedding loss in D's loss (0: the encoder learns from D's loss alone).
+        mode_seeking_weight: weight of MSGAN's mode-seeking term in G's loss (0: off; :func:`mode_seeking`): G also
+            draws every caption from a second z and is penalised when the two images differ less than the noise.
         (the rest: see :class:`~gansuite.models.schedule.AdversarialModule`)
     """
 
     def __init__(self, *, latent_dim: int, num_classes: int, max_words: int, vocabulary: Sequence[str] | None = None,
                  text_encoder: Any = None, matching_aware: bool = True,
                  interpolation_weight: float = 1.0, beta: float = 0.5, joint_weight: float = 1.0,
+                 mode_seeking_weight: float = 0.0,
                  joint_classes: str = "both", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        for key, value in (("interpolation_weight", interpolation_weight), ("joint_weight", joint_weight)):
+        for key, value in (("interpolation_weight", interpolation_weight), ("joint_weight", joint_weight),
+                           ("mode_seeking_weight", mode_seeking_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"model.module.{key} must be a number, 0 or more (got {value!r}); "
                                   f"set model.module.{key}=1.")
@@ -80,6 +86,7 @@ class GANINTCLS(AdversarialModule):
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.matching_aware = bool(matching_aware)
         self.interpolation_weight, self.beta, self.joint_weight = float(interpolation_weight), float(beta), float(joint_weight)
+        self.mode_seeking_weight = float(mode_seeking_weight)
         self.vocabulary = list(vocabulary) if vocabulary is not None else None
         self.text_encoder = text_encoder
         self.fixed_text = bool(getattr(text_encoder, "fixed", False))
@@ -199,6 +206,9 @@ class GANINTCLS(AdversarialModule):
             mixed = interpolate(text, self.beta)
             z_mixed = torch.randn_like(z)
             made.update(mixed_fake=self.generator(z_mixed, mixed), mixed=mixed)
+        if self.mode_seeking_weight:  # a second image of every caption, from other noise
+            z_other = torch.randn_like(z)
+            made.update(z=z, z_other=z_other, other_fake=self.generator(z_other, text))
         return made
 
     def discriminator_loss(self, batch, made: dict[str, Tensor], regularize: bool) -> dict[str, Tensor]:
@@ -235,6 +245,9 @@ class GANINTCLS(AdversarialModule):
         if self.interpolation_weight:
             terms["interpolated"] = self.objective.g_loss(self.discriminator(made["mixed_fake"], made["mixed"]))
             loss = loss + self.interpolation_weight * terms["interpolated"]
+        if self.mode_seeking_weight:
+            terms["mode_seeking"] = mode_seeking(made["fake"], made["other_fake"], made["z"], made["z_other"])
+            loss = loss + self.mode_seeking_weight * terms["mode_seeking"]
         terms["loss"] = loss
         return terms
 
@@ -249,3 +262,10 @@ def caption_classes(tokens: Tensor) -> Tensor:
     same word ids, so captions that say the same thing are never each other's negatives."""
     same = (tokens.unsqueeze(1) == tokens.unsqueeze(0)).all(-1)  # B x B
     return same.to(torch.int8).argmax(1)
+
+
+def mode_seeking(a: Tensor, b: Tensor, z_a: Tensor, z_b: Tensor, eps: float = 1e-5) -> Tensor:
+    """MSGAN's mode-seeking term (Mao, Lee, Tseng, Ma & Yang 2019): ``1 / (mean|a - b| / mean|z_a - z_b| + eps)``
+    for images ``a``, ``b`` of the same conditions drawn from noise ``z_a``, ``z_b``; small when the images differ
+    as much as their noise does, so G cannot ignore z."""
+    return 1.0 / ((a - b).abs().mean() / (z_a - z_b).abs().mean() + eps)
