@@ -1,5 +1,8 @@
 """``gansuite-aggregate``: the 2D mode metrics of many runs, one row per data set and packing, beside PacGAN's Table 1;
-or, for anomaly runs, the one-class-out table (:mod:`gansuite.metrics.anomaly_table`).
+or, for anomaly runs, the one-class-out table (:mod:`gansuite.metrics.anomaly_table`); or, for text-to-image runs
+(eval/captions_step_*.json), digit accuracy and rank correlations per data set and model
+(:mod:`gansuite.metrics.caption_table`). Runs of one kind per call: 2D runs first, else anomaly runs, else
+text-to-image runs.
 
     gansuite-aggregate multirun/2026-11-23/12-00-00                 # every run of a Hydra multirun
     gansuite-aggregate outputs/2026-11-23/10-00-00 outputs/... --json table.json
@@ -30,6 +33,12 @@ from gansuite.metrics.anomaly_table import (
     anomaly_table,
     find_anomaly_runs,
     format_anomaly_table,
+)
+from gansuite.metrics.caption_table import (
+    caption_json,
+    caption_table,
+    find_caption_runs,
+    format_caption_table,
 )
 from gansuite.metrics.summary import Summary, summarize
 from gansuite.outputs import check_writable, write_text
@@ -198,7 +207,10 @@ def main(argv: list[str] | None = None) -> None:
         prog="gansuite-aggregate",
         description="Mean ± standard error of the 2D mode metrics (eval/modes.json) of many runs, "
                     "one row per data set and packing, beside PacGAN's Table 1; for anomaly runs "
-                    "(eval/anomaly_step_*.json), test AUROC per anomalous class and model.",
+                    "(eval/anomaly_step_*.json), test AUROC per anomalous class and model; for text-to-image runs "
+                    "(eval/captions_step_*.json), digit accuracy and attribute rank correlations per data set and "
+                    "model, then each run's values. One kind per call: 2D runs, else anomaly runs, else "
+                    "text-to-image runs.",
     )
     parser.add_argument("paths", nargs="+", type=Path, help="multirun directories, run directories or modes.json files")
     parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
@@ -214,9 +226,11 @@ def main(argv: list[str] | None = None) -> None:
                 raise AggregateError(str(err).rstrip(".")) from None
         runs = find_runs(args.paths)
         anomaly = [] if runs else find_anomaly_runs(args.paths, args.selected)
-        if not runs and not anomaly:
-            raise AggregateError(f"no {RESULT} or eval/anomaly_step_*.json under {', '.join(map(str, args.paths))}; "
-                                 "pass a multirun directory or run directories of finished 2D or anomaly runs")
+        captions = [] if runs or anomaly else find_caption_runs(args.paths)
+        if not runs and not anomaly and not captions:
+            raise AggregateError(f"no {RESULT}, eval/anomaly_step_*.json or eval/captions_step_*.json under "
+                                 f"{', '.join(map(str, args.paths))}; pass a multirun directory or run directories "
+                                 "of finished 2D, anomaly or text-to-image runs")
         # the one-class-out table of anomaly detectors (GANomaly's Fig. 4a)
         tables = {metric: anomaly_table(anomaly, metric) for metric in ("auroc", "auprc")} if anomaly else {}
     except (AggregateError, ConfigError) as err:
@@ -226,6 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         print(format_anomaly_table(tables["auroc"]))
         if args.json:
             write_text(args.json, json.dumps({m: anomaly_json(table) for m, table in tables.items()}, indent=2) + "\n")
+        return
+    if captions:
+        table = caption_table(captions)
+        print(format_caption_table(table))
+        if args.json:
+            write_text(args.json, json.dumps(caption_json(table), indent=2) + "\n")
         return
     rows = aggregate(runs)
     print(format_table(rows))
