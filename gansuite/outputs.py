@@ -40,7 +40,7 @@ def save_png(tensor, fp, **grid_options) -> None:
     Image.fromarray(pixels).save(fp, format="png", pnginfo=png_info())
 
 
-# gan_int_cls's held-out captions come as 8 training phrasings per digit: 8 per row puts one digit in a row.
+# gan_int_cls's held-out captions come in blocks of 8 digits of one class: 8 per row puts one class in a row.
 CAPTIONS_PER_ROW = 8
 ELLIPSIS = "..."  # not "\u2026": Pillow's bitmap fallback font (no FreeType) encodes Latin-1 only
 

@@ -131,12 +131,23 @@ def grid_inputs(module: Any, n: int, seed: int, classes: Sequence[int] | None = 
     return _with_labels(inputs, _cycle(classes, 0, n)) if classes else inputs
 
 
+def batch_inputs(module: Any, n: int, generator: torch.Generator, start: int) -> Any:
+    """``module.make_inputs`` for the batch that begins at sample ``start`` of a longer draw: a module whose inputs
+    run through a fixed list (a text-to-image model's held-out captions) continues the list where the previous
+    batch stopped, so evaluations and folders cover all of it; other modules draw from ``generator`` alone."""
+    import inspect
+
+    if "start" in inspect.signature(module.make_inputs).parameters:
+        return module.make_inputs(n, generator, start=start)
+    return module.make_inputs(n, generator)
+
+
 def folder_inputs(module: Any, n: int, seed: int, batch_size: int,
                   classes: Sequence[int] | None = None) -> Iterator[Any]:
     """Inputs for n samples, batch by batch, drawn as the evaluation draws them (one seeded generator)."""
     rng = torch.Generator().manual_seed(seed)
     for start in range(0, n, batch_size):
-        inputs = module.make_inputs(min(batch_size, n - start), rng)
+        inputs = batch_inputs(module, min(batch_size, n - start), rng, start)
         yield _with_labels(inputs, _cycle(classes, start, len(_labels(inputs)))) if classes else inputs
 
 
@@ -202,7 +213,7 @@ def _write_grid(samples: Tensor, path: Path, nrow: int, captions: Sequence[str] 
 
 
 def default_nrow(module: Any, n: int, classes: Sequence[int] | None) -> int:
-    """8 per row for a text-to-image model (one digit's 8 phrasings a row, as the training grid lays them out);
+    """8 per row for a text-to-image model (one class's 8 held-out digits a row, as the training grid lays them out);
     one class per column for a conditional model (all classes, or the requested ones); else a square."""
     from gansuite.outputs import CAPTIONS_PER_ROW
 

@@ -4,6 +4,7 @@ piece is one sentence naming text_encoder.path."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import sys
@@ -41,7 +42,7 @@ def install_fake_sentence_transformers(monkeypatch, dim: int = 7) -> types.Simpl
 
         def encode(self, texts: list[str]) -> np.ndarray:
             calls.encoded.append(list(texts))
-            seeds = [int.from_bytes(t.encode()[:8].ljust(8, b"\0"), "little") ^ len(t) for t in texts]
+            seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
             return np.stack([np.random.default_rng(s).standard_normal(dim) for s in seeds]).astype(np.float32)
 
     module = types.ModuleType("sentence_transformers")
@@ -53,7 +54,8 @@ def install_fake_sentence_transformers(monkeypatch, dim: int = 7) -> types.Simpl
 def model_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "minilm"
     folder.mkdir()
-    (folder / "modules.json").write_text("[]")
+    (folder / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "", '
+                                         '"type": "sentence_transformers.models.Transformer"}]')
     (folder / "model.safetensors").write_bytes(b"weights")
     return folder
 
@@ -215,3 +217,22 @@ def test_a_config_stored_before_the_text_encoder_group_builds_its_own_word_gru(t
     cfg.model.discriminator.update(word_dim=3, hidden=5, word_dropout=0.2)
     _, module = build(cfg, training=False)
     assert module.discriminator.text.words.embedding_dim == 3 and module.discriminator.text.forward_gru.hidden_size == 5
+
+
+@pytest.mark.parametrize("plant", ["modules.json", "script"])
+def test_a_model_folder_that_would_run_its_own_code_is_refused_before_loading(tmp_path, monkeypatch, plant):
+    calls = install_fake_sentence_transformers(monkeypatch)
+    folder = model_dir(tmp_path)
+    if plant == "modules.json":  # sentence-transformers imports a foreign module type from the folder's files
+        (folder / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "", "type": "evil.Module"}]')
+    else:
+        (folder / "evil.py").write_text("import os\n")
+    with pytest.raises(ConfigError, match="text_encoder.path: .* that loading it would run"):
+        SentenceTransformers(path=str(folder)).model()
+    assert calls.loaded == []
+
+
+def test_the_sentence_transformers_model_runs_on_the_cpu(tmp_path, monkeypatch):
+    calls = install_fake_sentence_transformers(monkeypatch)
+    assert SentenceTransformers(path=str(model_dir(tmp_path))).dim == 7
+    assert calls.loaded[0][1]["device"] == "cpu"

@@ -26,6 +26,11 @@ def test_one_step_logs_every_term(tmp_path):
                     extra=("train/d_wrong_score", "train/d_joint", "train/g_matched", "train/g_interpolated"))
     module = result["module"]
     datamodule = result["trainer"].datamodule
+    # an evaluation's (or --folder's) batches go on through the held-out captions where the last one stopped
+    from gansuite.sampling import folder_inputs
+
+    rows = torch.cat([tokens for _, tokens in folder_inputs(module, len(module.captions) + 10, seed=0, batch_size=250)])
+    assert_close(rows, torch.cat([module.captions, module.captions[:10]]), rtol=0, atol=0)
     # grids and evaluations draw for the data's eval captions, in their order, with their texts
     assert_close(module.captions, datamodule.eval_captions()["tokens"], rtol=0, atol=0)
     assert module.caption_texts((None, module.captions[:3])) == datamodule.eval_captions()["texts"][:3]

@@ -1,7 +1,7 @@
 """``gansuite-aggregate``: the 2D mode metrics of many runs, one row per data set and packing, beside PacGAN's Table 1;
 or, for anomaly runs, the one-class-out table (:mod:`gansuite.metrics.anomaly_table`); or, for text-to-image runs
-(eval/captions_step_*.json), digit accuracy and rank correlations per data set and model
-(:mod:`gansuite.metrics.caption_table`). Runs of one kind per call: 2D runs first, else anomaly runs, else
+(eval/captions_step_*.json), digit accuracy and rank correlations per data set, model and setting (the config
+keys that differ between rows; :mod:`gansuite.metrics.caption_table`). Runs of one kind per call: 2D runs first, else anomaly runs, else
 text-to-image runs.
 
     gansuite-aggregate multirun/2026-11-23/12-00-00                 # every run of a Hydra multirun

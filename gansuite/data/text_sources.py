@@ -224,10 +224,12 @@ class SentenceTransformers(FixedEmbeddings):
                 raise ConfigError("text_encoder=sentence_transformers needs the sentence-transformers package, which "
                                   "is not installed; pip install sentence-transformers, or use text_encoder=word_gru "
                                   "or precomputed.") from None
+            check_model_folder(self.path)
             try:
-                self._model = SentenceTransformer(str(self.path), local_files_only=True)
-            except TypeError:  # a version without local_files_only: a local folder is read as it is anyway
-                self._model = SentenceTransformer(str(self.path))
+                try:  # on the CPU: the same embeddings on every machine, and no GPU memory held by the run
+                    self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+                except TypeError:  # a version without local_files_only: a local folder is read as it is anyway
+                    self._model = SentenceTransformer(str(self.path), device="cpu")
             except Exception as err:  # noqa: BLE001 - whatever the package raises for a folder it cannot read
                 raise ConfigError(f"text_encoder.path: {self.path} could not be loaded as a sentence-transformers "
                                   f"model ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
@@ -282,6 +284,28 @@ class SentenceTransformers(FixedEmbeddings):
 
     def embed_new(self, text: str) -> Tensor:
         return torch.from_numpy(self._encode([text]))
+
+
+def check_model_folder(path: Path) -> None:
+    """Refuse, in one sentence, a sentence-transformers folder that would run code of its own: sentence-transformers
+    imports a module type that ``modules.json`` names from outside its package from the folder's ``.py`` files,
+    whatever ``trust_remote_code`` says, and a run's config (or a checkpoint's) names the folder."""
+    import json
+
+    scripts = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.py"))
+    types: list[str] = []
+    modules = path / "modules.json"
+    if modules.is_file():
+        try:
+            types = [str(entry.get("type", "")) for entry in json.loads(modules.read_text(encoding="utf-8"))]
+        except (ValueError, AttributeError, TypeError):
+            raise ConfigError(f"text_encoder.path: {modules} is not a sentence-transformers modules.json; set "
+                              f"text_encoder.path to {_PATH_HELP['sentence_transformers']}.") from None
+    foreign = [t for t in types if not t.startswith("sentence_transformers.")]
+    if scripts or foreign:
+        what = f"Python files ({', '.join(scripts[:3])})" if scripts else f"module types ({', '.join(foreign[:3])})"
+        raise ConfigError(f"text_encoder.path: {path} holds {what} that loading it would run, which gansuite does "
+                          "not allow; use a model folder of sentence-transformers' own modules only.")
 
 
 # ------------------------------------------------------------------------------------ files

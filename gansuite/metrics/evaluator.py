@@ -96,9 +96,11 @@ class Evaluator(MetricNaming):
     # ------------------------------------------------------------ generation
     def inputs(self, module: L.LightningModule) -> Iterator[Any]:
         """The generator inputs, batch by batch: the same for every run with this seed and batch size."""
+        from gansuite.sampling import batch_inputs
+
         rng = torch.Generator().manual_seed(self.seed)
         for start in range(0, self.num_samples, self.batch_size):
-            yield module.make_inputs(min(self.batch_size, self.num_samples - start), rng)
+            yield batch_inputs(module, min(self.batch_size, self.num_samples - start), rng, start)
 
     def prepare(self, module: L.LightningModule) -> None:
         """Check, before any training, that ``module`` can be measured as asked (``cas`` and ``aug_gain`` need a

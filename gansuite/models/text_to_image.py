@@ -179,9 +179,12 @@ class GANINTCLS(AdversarialModule):
         return check_caption(text, vocab, self.captions.shape[1])
 
     # ------------------------------------------------------------------ sampling
-    def make_inputs(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def make_inputs(self, n: int, generator: torch.Generator, start: int = 0) -> tuple[Tensor, Tensor]:
+        """z, and the held-out captions from row ``start`` on, in turn (an evaluation's later batches go on where
+        the earlier ones stopped: :func:`gansuite.sampling.batch_inputs`)."""
         z = torch.randn(n, self.latent_dim, generator=generator).to(self.device, self.dtype)
-        return z, self.captions[torch.arange(n, device=self.captions.device) % len(self.captions)]
+        rows = (start + torch.arange(n, device=self.captions.device)) % len(self.captions)
+        return z, self.captions[rows]
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Caption embeddings from D's encoder, in eval mode (no word dropout) and without gradients."""
@@ -268,4 +271,5 @@ def mode_seeking(a: Tensor, b: Tensor, z_a: Tensor, z_b: Tensor, eps: float = 1e
     """MSGAN's mode-seeking term (Mao, Lee, Tseng, Ma & Yang 2019): ``1 / (mean|a - b| / mean|z_a - z_b| + eps)``
     for images ``a``, ``b`` of the same conditions drawn from noise ``z_a``, ``z_b``; small when the images differ
     as much as their noise does, so G cannot ignore z."""
-    return 1.0 / ((a - b).abs().mean() / (z_a - z_b).abs().mean() + eps)
+    # In float32: under 16-bit precision a collapsed G's 1 / eps = 1e5 would overflow half precision.
+    return 1.0 / ((a.float() - b.float()).abs().mean() / (z_a.float() - z_b.float()).abs().mean() + eps)
