@@ -156,3 +156,22 @@ def test_captioned_digits_are_measured_by_the_offline_mnist_classifier_that_ship
 
     _, info = classifier_for(CaptionedDigits(), cache_dir=None, log=lambda _: None)
     assert info.dataset == "mnist_offline-28px" and info.path.parent.name == "classifiers"
+
+
+def test_the_real_held_out_digits_follow_their_own_captions_to_the_ceiling_of_three_levels():
+    """The README's reference for the rank correlations: each held-out digit's measured attributes against the
+    levels its own captions state (percentiles among the training digits of its class, as for drawn images)."""
+    from gansuite.metrics.captions import percentile, rank_correlation
+
+    data = CaptionedDigits()
+    reference, reference_digits = data.train_values()
+    captions = data.test_captions(heldout_phrasings=False)
+    values = data.values[data._heldout_index].repeat_interleave(len(TEMPLATES), 0)
+    measured = percentile(values, captions["digit"], reference, reference_digits)
+    named = captions["mentions"]
+    rho = [rank_correlation(captions["levels"][named[:, a], a].float(), measured[named[:, a], a]) for a in range(3)]
+    # Three equal-count levels of a continuous value correlate with it at most sqrt(1 - 1/3^2) (Spearman's rho of a
+    # k-bin discretisation of a uniform variable); size, a whole number of pixels, ties at the cut points.
+    ceiling = (8 / 9) ** 0.5
+    assert_close(torch.tensor(rho[:2]), torch.tensor([ceiling, ceiling]), rtol=0, atol=2e-3)
+    assert ceiling - 0.01 < rho[2] < ceiling
