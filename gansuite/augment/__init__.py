@@ -1,0 +1,1 @@
+"""Augmentations of the images a discriminator sees; ``diffaugment`` is DiffAugment (Zhao et al. 2020)."""
