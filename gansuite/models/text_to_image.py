@@ -61,6 +61,8 @@ class GANINTCLS(AdversarialModule):
         interpolation_weight: weight of GAN-INT's term in G's loss (0: no interpolation).
         beta: the interpolation's mixing weight.
         joint_weight: weight of the joint embedding loss in D's loss (0: the encoder learns from D's loss alone).
+        joint_classes: DS-SJE's classes: ``digit`` (the data's classes), ``caption`` (each image against the batch's
+            other captions, identical captions one class: :func:`caption_classes`) or ``both`` (the sum).
         mode_seeking_weight: weight of MSGAN's mode-seeking term in G's loss (0: off; :func:`mode_seeking`): G also
             draws every caption from a second z and is penalised when the two images differ less than the noise.
         (the rest: see :class:`~gansuite.models.schedule.AdversarialModule`)
@@ -72,11 +74,11 @@ class GANINTCLS(AdversarialModule):
                  mode_seeking_weight: float = 0.0,
                  joint_classes: str = "both", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        for key, value in (("interpolation_weight", interpolation_weight), ("joint_weight", joint_weight),
-                           ("mode_seeking_weight", mode_seeking_weight)):
+        for key, value, fix in (("interpolation_weight", interpolation_weight, 1), ("joint_weight", joint_weight, 1),
+                                ("mode_seeking_weight", mode_seeking_weight, 0.1)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"model.module.{key} must be a number, 0 or more (got {value!r}); "
-                                  f"set model.module.{key}=1.")
+                                  f"set model.module.{key}={fix}.")
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
             raise ConfigError(f"model.module.beta must be in [0, 1] (got {beta!r}); set model.module.beta=0.5.")
         if joint_classes not in JOINT_CLASSES:
