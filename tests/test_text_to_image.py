@@ -11,6 +11,7 @@ from gansuite.errors import ConfigError
 from gansuite.models.text_to_image import interpolate, mode_seeking
 
 from .conftest import assert_resume_is_bit_exact, build_tiny, make_cfg, trains
+from .test_sample import _fails
 
 COMMON = ("model=gan_int_cls", "data=captioned_digits")
 
@@ -127,19 +128,6 @@ def test_identical_captions_are_one_class_in_the_caption_level_joint_loss():
 
 
 # ----------------------------------------------------------------------------------------- vocabulary, --text
-def _fails(capsys, argv: list[str], *words: str) -> str:
-    from gansuite.cli import sample as cli_sample
-
-    with pytest.raises(SystemExit) as exit_info:
-        cli_sample.main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, err
-    for word in words:
-        assert word in err, err
-    return err
-
-
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """A tiny GAN-INT-CLS on captioned digits (word_gru), trained 2 steps with a checkpoint."""

@@ -38,6 +38,7 @@ from gansuite.data.base import (
     TensorBatches,
     seeded_generator,
     stratified_split,
+    to_signed,
 )
 from gansuite.data.captions import MISMATCH_SEED, PAD, UNK, encode, words
 from gansuite.data.folders import IMAGE_SUFFIXES, read_readable, read_u8
@@ -68,11 +69,7 @@ class _Pairs(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         image = self.image[idx]
-        return _signed(self.x[image]), self.y[image], self.table[idx], self.table[self.wrong[idx]]
-
-
-def _signed(x: Tensor) -> Tensor:
-    return x.float().div_(127.5).sub_(1)
+        return to_signed(self.x[image]), self.y[image], self.table[idx], self.table[self.wrong[idx]]
 
 
 class CaptionedFolder(GANDataModule):
@@ -238,17 +235,17 @@ class CaptionedFolder(GANDataModule):
             table = self.text_encoder.embeddings(texts, keys, data=f"data={self.name}")
         else:
             table = encode(texts, vocab, self.max_words)
-        n_train = int(sum(len(images[i].captions) for i in order.tolist() if is_train[i]))
+        n_train = int(is_train[owner_t].sum())  # the training images' captions come first
         wrong = _mismatches(y[owner_t[:n_train]])
         self._table, self._texts, self._owner, self._n_train = table, texts, owner_t, n_train
         self._line = torch.tensor([j for _, j in keys], dtype=torch.long)
         self._train = _Pairs(x, y, owner_t[:n_train], table[:n_train], wrong)
         train_index = torch.nonzero(is_train).flatten()
         test_index = torch.nonzero(~is_train).flatten()
-        self._train_images = TensorBatches(x[train_index], y[train_index], _signed)
+        self._train_images = TensorBatches(x[train_index], y[train_index], to_signed)
         # Classes interleaved, so that heldout(n) shows many of them.
         test_index = test_index[stratified_split(y[test_index], len(test_index))[1]]
-        self._heldout = TensorBatches(x[test_index], y[test_index], _signed)
+        self._heldout = TensorBatches(x[test_index], y[test_index], to_signed)
 
     def train_split(self, n: int | None = None) -> tuple[Tensor, Tensor]:
         """Up to ``n`` training images ``(x, y)``, one per image (not per caption), as every data module gives."""

@@ -331,12 +331,11 @@ def read_npz(path: Path, key: str) -> tuple[list[str], np.ndarray]:
 
 
 def write_npz(path: Path, texts: Sequence[str], table: np.ndarray) -> None:
-    """Write :func:`read_npz`'s format, atomically (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    """Write :func:`read_npz`'s format, atomically (:func:`gansuite.outputs.atomic_path`)."""
+    from gansuite.outputs import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, texts=np.asarray(list(texts), dtype=str), embeddings=np.asarray(table, dtype=np.float32))
-    os.replace(tmp, path)
 
 
 _STEM = "\0stem:"  # index entries by stem alone, apart from the <folder>/<stem> ones

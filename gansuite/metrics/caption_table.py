@@ -20,7 +20,6 @@ Runs without a ``.hydra/config.yaml`` are grouped by data set and model alone.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -76,25 +75,19 @@ def _last_measurement(run_dir: Path) -> Path | None:
 
 
 def _evaluation_at(run_dir: Path, step: int) -> dict[str, float]:
-    """``val/<key>`` of EVALUATION logged at ``step`` in the run's history.csv (the last row wins: a resumed run
-    may have logged a step twice); rows cut short by a killed run are skipped."""
+    """``val/<key>`` of EVALUATION logged at ``step`` in the run's history.csv, read as gansuite-compare reads it
+    (:func:`gansuite.training.runs.read_history`: the last row wins, rows cut short by a killed run are skipped)."""
+    from gansuite.training.runs import CompareError, Run, read_history
+
     path = run_dir / HISTORY_CSV
     if not path.is_file():
         return {}
-    wanted = {f"val/{key}": key for key in EVALUATION}
-    found: dict[str, float] = {}
+    run = Run(path=run_dir)
     try:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                try:
-                    if row["key"] in wanted and int(row["step"]) == step:
-                        found[wanted[row["key"]]] = float(row["value"])
-                except (KeyError, TypeError, ValueError):
-                    continue
-    except (OSError, csv.Error, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not a readable history ({type(err).__name__}); pass run directories written "
-                          "by gansuite-train.") from None
-    return found
+        read_history(path, run)
+    except CompareError as err:
+        raise ConfigError(f"{err}; pass run directories written by gansuite-train.") from None
+    return {key: run.series[f"val/{key}"][step] for key in EVALUATION if step in run.series.get(f"val/{key}", {})}
 
 
 def _flatten(value: Any, key: str, out: dict[str, Any]) -> None:

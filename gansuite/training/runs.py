@@ -62,7 +62,7 @@ def read_run(path: Path) -> Run:
     """Everything a run directory holds, merged by step (the evaluation's JSON files win ties)."""
     run = Run(path=path, overrides=_overrides(path))
     if (path / HISTORY_CSV).is_file():
-        _read_history(path / HISTORY_CSV, run)
+        read_history(path / HISTORY_CSV, run)
     for metrics_csv in sorted(path.glob("csv/version_*/metrics.csv")):
         _read_csv(metrics_csv, run)
     for result in sorted(path.glob("checkpoints/eval_step_*.json")):
@@ -113,7 +113,7 @@ def _read_eval_json(path: Path, run: Run) -> None:
         run.add(f"best/{key}_step", step, best.get("step"))
 
 
-def _read_history(path: Path, run: Run) -> None:
+def read_history(path: Path, run: Run) -> None:
     """``history.csv`` (gansuite.history.record): rows of step, key, value."""
     try:
         with open(path, newline="") as f:
