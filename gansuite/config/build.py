@@ -111,6 +111,7 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
             f"set data.batch_size to a multiple of {pack}."
         )
     regularizer = build_node("loss.regularizer.fn", cfg.loss.regularizer.fn) if cfg.loss.regularizer.fn else None
+    augment = _augment(cfg, shape, discriminator)
     parts = dict(
         generator=generator,
         discriminator=discriminator,
@@ -124,12 +125,40 @@ def build(cfg: DictConfig, training: bool = True) -> tuple[L.LightningDataModule
         n_critic=cfg.loss.n_critic,
         **classes,
     )
+    if augment is not None:  # not passed otherwise: a family built elsewhere need not know the argument
+        parts["augment"] = augment
     if cfg.model.get("captions"):
         parts.update(num_classes=datamodule.num_classes, max_words=datamodule.max_words,
                      vocabulary=sorted(datamodule.vocab, key=datamodule.vocab.get), text_encoder=text)
     module = build_node("model.module", cfg.model.module, objects=parts)
     _dry_run(cfg, module, shape)
     return datamodule, module
+
+
+def _augment(cfg: DictConfig, shape: tuple[int, ...], discriminator: Any) -> Any:
+    """The ``augment`` group built, after checking that the model's D sees images it can transform."""
+    node = cfg.get("augment")
+    if node is None or node.get("fn") is None:
+        return None
+    name = node.get("name", "?")
+    module_class = _target_class(cfg.model.module)
+    if discriminator is None or len(shape) != 3 or not getattr(module_class, "augmentable", True):
+        what = ("has no discriminator" if discriminator is None else
+                f"trains on {tuple(shape)} points, not images" if len(shape) != 3 else
+                "does not pass D images of the data it could transform")
+        raise ConfigError(f"augment={name}: model={cfg.model.name} {what}; use augment=none, or a model that makes "
+                          "images from noise, labels or captions (dcgan, sngan, biggan, stylegan2, ...).")
+    return build_node("augment.fn", node.fn)
+
+
+def _target_class(node: Any) -> Any:
+    """The class a node's ``_target_`` names (gansuite's own, checked by the allow-list before), or None."""
+    from hydra.utils import get_class
+
+    try:
+        return get_class(node._target_)
+    except Exception:
+        return None
 
 
 def _text_encoder(cfg: DictConfig, datamodule: L.LightningDataModule) -> Any:
@@ -168,11 +197,13 @@ def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...])
         _check_optimizers(module)
         return
     module.discriminator.eval()
+    regularizer_state = ({k: v.clone() for k, v in module.regularizer.state_dict().items()}
+                         if isinstance(module.regularizer, torch.nn.Module) else None)
     try:
         with torch.no_grad():
             scores = module.score(made, inputs)
         for key, check in (
-            ("loss.objective", lambda: (module.objective.d_loss(scores, scores), module.objective.g_loss(scores))),
+            ("loss.objective", lambda: (module.objective.d_loss(scores, scores), module.objective.generator(scores, scores))),
             ("loss.regularizer.fn",
              lambda: module.regularizer and module.regularizer(lambda x: module.score(x, inputs), made, made)),
         ):
@@ -182,6 +213,8 @@ def _dry_run(cfg: DictConfig, module: L.LightningModule, shape: tuple[int, ...])
                 raise ConfigError(f"{key}: {err}; fix the options of {key} (see `gansuite-train --cfg job`).") from None
     finally:
         module.discriminator.train()
+        if isinstance(module.regularizer, torch.nn.Module):  # a regularizer with running statistics (LeCam)
+            module.regularizer.load_state_dict(regularizer_state)
     _check_optimizers(module)
 
 

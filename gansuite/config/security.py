@@ -37,8 +37,9 @@ ALLOWED = frozenset({
 FUNCTION_MODULES = ("gansuite.losses", "gansuite.regularizers")
 FUNCTIONS = frozenset({"gansuite.models.cyclegan.linear_decay_over", "gansuite.models.lapgan.make_optimizer",
                        "gansuite.nets.srresnet.content_loss"})
-BUILT_GROUPS = ("data", "model", "loss", "text_encoder")
-CLASS_MODULES = ("gansuite.data.", "gansuite.nets.", "gansuite.models.", "gansuite.losses", "gansuite.regularizers")
+BUILT_GROUPS = ("data", "model", "loss", "text_encoder", "augment")
+CLASS_MODULES = ("gansuite.data.", "gansuite.nets.", "gansuite.models.", "gansuite.losses", "gansuite.regularizers",
+                 "gansuite.augment.")
 RESUMED_GROUPS = ("callbacks", "trainer", "logger")
 RESUMED_CLASS_MODULES = ("gansuite.training.callbacks", "gansuite.training.progress", "gansuite.training.translation",
                          "gansuite.training.anomaly", "gansuite.training.captions",

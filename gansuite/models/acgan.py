@@ -43,6 +43,7 @@ class ACGAN(ConditionalGAN):
         fake_x, fake_y = fake[0].detach(), fake[1]
         real_out, real_logits = self.discriminator(real)
         fake_out, fake_logits = self.discriminator(fake_x)
+        self._observe_real(real_out)
         adversarial = self.objective.d_loss(real_out, fake_out)
         class_loss = F.cross_entropy(real_logits, y)
         if self.fake_class_loss:
@@ -56,12 +57,12 @@ class ACGAN(ConditionalGAN):
             "fake_score": fake_out.mean(),
         }
         if regularize:
-            terms["reg"] = self.regularizer(lambda x: self.discriminator(x)[0], real, fake_x)
+            terms["reg"] = self._regularize(lambda x: self.discriminator(x)[0], real, fake_x, real_out, fake_out)
         return terms
 
     def generator_loss(self, batch, fake: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         fake_x, y = fake
         out, logits = self.discriminator(fake_x)
-        adversarial = self.objective.g_loss(out)
+        adversarial = self.objective.generator(out, self._real_scores(lambda x: self.discriminator(x)[0], batch[0]))
         class_loss = F.cross_entropy(logits, y)
         return {"loss": adversarial + self.class_weight * class_loss, "adv": adversarial, "class": class_loss}

@@ -164,6 +164,8 @@ class CycleGAN(AdversarialModule):
         (the rest: see :class:`~gansuite.models.schedule.AdversarialModule`; ``regularizer`` must be None)
     """
 
+    augmentable = False  # two discriminators in a ModuleDict
+
     def __init__(self, *, examples: tuple[Tensor, Tensor], cycle_weight: float = 10.0,
                  identity_weight: float = 0.5, adversarial_weight: float = 2.0, pool_size: int = 50,
                  **kwargs: Any) -> None:
@@ -249,8 +251,8 @@ class CycleGAN(AdversarialModule):
         a, b = batch
         fake_b, fake_a = fake
         g, f = self.generator["a2b"], self.generator["b2a"]
-        adversarial = (self.objective.g_loss(self.discriminator["b"](fake_b))
-                       + self.objective.g_loss(self.discriminator["a"](fake_a)))
+        adversarial = (self._g_adversarial(self.discriminator["b"], b, fake_b)
+                       + self._g_adversarial(self.discriminator["a"], a, fake_a))
         cycle = F.l1_loss(f(fake_b), a) + F.l1_loss(g(fake_a), b)
         terms = {"adversarial": adversarial, "cycle": cycle}
         loss = self.adversarial_weight * adversarial + self.cycle_weight * cycle

@@ -39,7 +39,7 @@ class UnconditionalGAN(AdversarialModule):
         return self._d_terms(self.discriminator, batch[0], fake.detach(), regularize)
 
     def generator_loss(self, batch, fake: Tensor) -> dict[str, Tensor]:
-        return {"loss": self.objective.g_loss(self.discriminator(fake))}
+        return {"loss": self._g_adversarial(self.discriminator, batch[0], fake)}
 
 
 class ConditionalGAN(AdversarialModule):
@@ -84,4 +84,4 @@ class ConditionalGAN(AdversarialModule):
 
     def generator_loss(self, batch, fake: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         fake_x, y = fake
-        return {"loss": self.objective.g_loss(self.discriminator(fake_x, y))}
+        return {"loss": self._g_adversarial(lambda x: self.discriminator(x, y), batch[0], fake_x)}

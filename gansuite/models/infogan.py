@@ -198,6 +198,7 @@ class InfoGAN(UnconditionalGAN):
         fake_x, cat, cont = fake[0].detach(), fake[1], fake[2]
         real_out = self.discriminator(real)
         fake_out, q = self.discriminator.features_and_q(fake_x)
+        self._observe_real(real_out)
         adversarial = self.objective.d_loss(real_out, fake_out)
         info = self.info_terms(q, cat, cont)
         terms = {"loss": adversarial + info["info"], "adv": adversarial, **info,
@@ -205,13 +206,13 @@ class InfoGAN(UnconditionalGAN):
         if self.categorical:
             terms["q_acc"] = (q[:, :self.categorical[0]].argmax(1) == cat[:, 0]).float().mean()
         if regularize:
-            terms["reg"] = self.regularizer(self.discriminator, real, fake_x)
+            terms["reg"] = self._regularize(self.discriminator, real, fake_x, real_out, fake_out)
         return terms
 
     def generator_loss(self, batch, fake: tuple[Tensor, Tensor, Tensor]) -> dict[str, Tensor]:
         fake_x, cat, cont = fake
         out, q = self.discriminator.features_and_q(fake_x)
-        adversarial = self.objective.g_loss(out)
+        adversarial = self.objective.generator(out, self._real_scores(self.discriminator, batch[0]))
         info = self.info_terms(q, cat, cont)
         return {"loss": adversarial + info["info"], "adv": adversarial, **info}
 

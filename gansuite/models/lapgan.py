@@ -89,6 +89,8 @@ class LAPGAN(AdversarialModule):
         (the rest: see :class:`~gansuite.models.schedule.AdversarialModule`)
     """
 
+    augmentable = False  # D judges each level's band-pass residual, not an image of the data
+
     def __init__(self, *, train_levels: int | Sequence[int] | str = "all", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.levels = self.generator.levels
@@ -134,11 +136,13 @@ class LAPGAN(AdversarialModule):
             real_out = self.discriminator(real_k, low, level=k)
             fake_out = self.discriminator(fake_k, low, level=k)
             terms[f"loss_l{k}"] = self.objective.d_loss(real_out, fake_out)
+            self._observe_real(real_out)
             loss = loss + terms[f"loss_l{k}"]
             real_scores.append(real_out.mean())
             fake_scores.append(fake_out.mean())
             if regularize:
-                reg = reg + self.regularizer(lambda x, k=k, low=low: self.discriminator(x, low, level=k), real_k, fake_k)
+                reg = reg + self._regularize(lambda x, k=k, low=low: self.discriminator(x, low, level=k), real_k, fake_k,
+                                             real_out, fake_out)
         terms["loss"] = loss
         terms["real_score"] = torch.stack(real_scores).mean()
         terms["fake_score"] = torch.stack(fake_scores).mean()
@@ -150,8 +154,8 @@ class LAPGAN(AdversarialModule):
         terms: dict[str, Tensor] = {}
         loss = 0.0
         for k in self.train_levels:
-            out = self.discriminator(fake["fake"][k], fake["low"][k], level=k)
-            terms[f"loss_l{k}"] = self.objective.g_loss(out)
+            critic = lambda x, k=k: self.discriminator(x, fake["low"][k], level=k)  # noqa: E731
+            terms[f"loss_l{k}"] = self._g_adversarial(critic, fake["real"][k], fake["fake"][k])
             loss = loss + terms[f"loss_l{k}"]
         terms["loss"] = loss
         return terms

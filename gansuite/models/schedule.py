@@ -20,6 +20,13 @@ base owns the optimizers, the schedule, regularizer cadence, clipping, EMA,
 schedulers, the NaN guard (mixed in from :mod:`gansuite.models.losswatch`) and what goes into a
 checkpoint for exact resume (:mod:`gansuite.models.exact_resume`).
 
+Augmentation (``augment=diffaugment|ada``, :mod:`gansuite.augment.pipeline`) is a forward pre-hook on D,
+active only inside a training step: every D call a family makes there (reals, fakes, the regularizer's
+inputs, G's fakes) sees augmented images, without the family saying so. A family whose D does not take the
+image first, or whose images are not pictures of the data (LAPGAN's bands, image-to-image pairs), sets
+``augmentable = False`` and is refused. A family reports D's outputs on the reals of each D update through
+:meth:`AdversarialModule._observe_real` (ADA adapts p from them).
+
 :class:`AdversarialModule` is longer than the suite's other classes (about 240 lines) on purpose: the
 family interface, what counts as a step and the schedule that uses both read best side by side.
 """
@@ -42,6 +49,13 @@ from gansuite.models.losswatch import LossWatch
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 Regularizer = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
+
+
+def batch_size(batch: Any) -> int:
+    """Samples in a batch: the length of its first tensor (batches are tensors or tuples / dicts of them)."""
+    while not isinstance(batch, Tensor):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return batch.shape[0]
 
 
 @contextmanager
@@ -88,7 +102,11 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         loss_limit: training stops, as for a NaN, when a loss summed between two checks passes this magnitude:
             no GAN loss of the suite gets near 1e10 unless training diverged, and such a run would otherwise
             go on to its last step and exit 0.
+        augment: what D's inputs go through in training (:class:`gansuite.augment.pipeline.Augment`), or None.
     """
+
+    # Whether D's first argument is an image of the data, which augment= may transform (see the module docstring).
+    augmentable = True
 
     def __init__(
         self,
@@ -106,6 +124,7 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         g_scheduler: SchedulerFactory | None = None,
         d_scheduler: SchedulerFactory | None = None,
         loss_limit: float = 1e10,
+        augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -125,6 +144,10 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         self.ema_decay = ema_decay
         self.grad_clip = grad_clip
         self.loss_limit = float(loss_limit)
+        self.augment = augment
+        self._augmenting = False  # inside a training step: D's pre-hook augments its first argument
+        if augment is not None and discriminator is not None:
+            discriminator.register_forward_pre_hook(self._augment_hook)
         self._rng_to_restore: dict[str, Any] | None = None
         self._resumed_at = (0, 0)  # (batches, samples) consumed when this run resumed
         self._log_now = True  # whether this batch's metrics reach the loggers (set per batch)
@@ -232,9 +255,32 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         if self.discriminator is None:
             self._generator_step(self.optimizers(), batch, self.generate(batch))
         else:
-            self._adversarial_batch(batch)
+            self._augmenting = self.augment is not None
+            try:
+                self._adversarial_batch(batch)
+            finally:
+                self._augmenting = False
         if self._log_now:
             self._check_and_log(step)
+
+    def _augment_hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """D's forward pre-hook: inside a training step its first argument (the images) goes through augment."""
+        if not self._augmenting:
+            return None
+        return (self.augment(args[0]), *args[1:])
+
+    def _observe_real(self, scores: Tensor) -> None:
+        """D's raw outputs on the reals of this D update, for an augmentation that adapts to them (ADA)."""
+        if self.augment is not None:
+            self.augment.observe_real(scores)
+
+    def _real_scores(self, critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor | None:
+        """D's outputs on the reals for a relativistic G loss (``objective.g_uses_real``), else None. No graph:
+        D is frozen in G's update and the reals do not depend on G."""
+        if not self.objective.g_uses_real:
+            return None
+        with torch.no_grad():
+            return critic(real)
 
     def _adversarial_batch(self, batch: Any) -> None:
         opt_g, opt_d = self.optimizers()
@@ -246,6 +292,8 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
             fake = self.generate(batch)
 
         # --- discriminator update
+        if self.augment is not None:
+            self.augment.new_update()
         self.toggle_optimizer(opt_d)
         terms = self.discriminator_loss(batch, fake, regularize=self.regularizer is not None
                                         and d_updates % self.reg_every == 0)
@@ -257,11 +305,18 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
                     p.clamp_(-self.objective.weight_clip, self.objective.weight_clip)
         self.untoggle_optimizer(opt_d)
         self._log_terms("d", terms)
+        if self.augment is not None:
+            world = self.trainer.world_size if self._trainer else 1
+            reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else (lambda t: t)
+            images = batch_size(batch) * world
+            self._log_terms("augment", self.augment.after_d_update(d_updates + 1, images, reduce))
 
         if g_update_now:
             self._generator_step(opt_g, batch, fake)
 
     def _generator_step(self, opt_g, batch: Any, fake: Any) -> None:
+        if self.augment is not None:
+            self.augment.new_update()
         self.toggle_optimizer(opt_g)
         terms = self.generator_loss(batch, fake)
         self._update(opt_g, terms["loss"], "train/g_loss")
@@ -282,14 +337,26 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         """D's loss on ``critic``'s scores of real and (detached) fake samples, their means, and the
         regularizer on the same critic when ``regularize``: the D step every single-D family shares."""
         real_out, fake_out = critic(real), critic(fake)
+        self._observe_real(real_out)
         terms = {
             "loss": self.objective.d_loss(real_out, fake_out),
             "real_score": real_out.mean(),
             "fake_score": fake_out.mean(),
         }
         if regularize:
-            terms["reg"] = self.regularizer(critic, real, fake)
+            terms["reg"] = self._regularize(critic, real, fake, real_out, fake_out)
         return terms
+
+    def _regularize(self, critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                    real_out: Tensor, fake_out: Tensor) -> Tensor:
+        """The regularizer on this D update: from the scores at hand when it reads scores (LeCam), else from
+        ``critic`` and the inputs (gradient penalties)."""
+        from_scores = getattr(self.regularizer, "from_scores", None)
+        return from_scores(real_out, fake_out) if from_scores else self.regularizer(critic, real, fake)
+
+    def _g_adversarial(self, critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
+        """G's adversarial loss on ``critic``'s scores of its fakes (and of the reals, for a relativistic loss)."""
+        return self.objective.generator(critic(fake), self._real_scores(critic, real))
 
     def _update(self, optimizer, loss: Tensor, key: str) -> None:
         total = self._loss_sums.get(key)

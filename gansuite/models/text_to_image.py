@@ -221,6 +221,7 @@ class GANINTCLS(AdversarialModule):
         text = self.discriminator.embed_text(tokens)
         fake = made["fake"].detach()
         real_out, fake_out = self.discriminator(x, text), self.discriminator(fake, text)
+        self._observe_real(real_out)
         if self.matching_aware:
             wrong_out = self.discriminator(x, self.discriminator.embed_text(wrong))
             loss = matching_aware_d(self.objective.d_loss, real_out, wrong_out, fake_out)
@@ -241,14 +242,16 @@ class GANINTCLS(AdversarialModule):
         terms["loss"] = loss
         if regularize:
             text_fixed = text.detach()
-            terms["reg"] = self.regularizer(lambda v: self.discriminator(v, text_fixed), x, fake)
+            terms["reg"] = self._regularize(lambda v: self.discriminator(v, text_fixed), x, fake, real_out, fake_out)
         return terms
 
     def generator_loss(self, batch, made: dict[str, Tensor]) -> dict[str, Tensor]:
-        terms = {"matched": self.objective.g_loss(self.discriminator(made["fake"], made["text"]))}
+        # A relativistic loss compares with the reals under their own captions, for the interpolated captions too.
+        real = self._real_scores(lambda v: self.discriminator(v, made["text"]), batch[0])
+        terms = {"matched": self.objective.generator(self.discriminator(made["fake"], made["text"]), real)}
         loss = terms["matched"]
         if self.interpolation_weight:
-            terms["interpolated"] = self.objective.g_loss(self.discriminator(made["mixed_fake"], made["mixed"]))
+            terms["interpolated"] = self.objective.generator(self.discriminator(made["mixed_fake"], made["mixed"]), real)
             loss = loss + self.interpolation_weight * terms["interpolated"]
         if self.mode_seeking_weight:
             terms["mode_seeking"] = mode_seeking(made["fake"], made["other_fake"], made["z"], made["z_other"])

@@ -43,6 +43,8 @@ class PairedTranslationGAN(AdversarialModule):
         (the rest: see :class:`AdversarialModule`)
     """
 
+    augmentable = False  # a conditional D takes the source image first; augmenting the pair consistently is not built
+
     def __init__(self, *, examples: tuple[Tensor, Tensor], content_loss: Callable[[Tensor, Tensor], Tensor] | None,
                  content_weight: float = 1.0, adversarial_weight: float = 1.0, conditional_d: bool = False,
                  **kwargs: Any) -> None:
@@ -91,7 +93,7 @@ class PairedTranslationGAN(AdversarialModule):
             terms["content"] = self.content_loss(fake, real)
             loss = loss + self.content_weight * terms["content"]
         if self.discriminator is not None:
-            terms["adversarial"] = self.objective.g_loss(self._judge(source, fake))
+            terms["adversarial"] = self._g_adversarial(lambda x: self._judge(source, x), real, fake)
             loss = loss + self.adversarial_weight * terms["adversarial"]
         terms["loss"] = loss
         return terms
