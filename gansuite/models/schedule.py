@@ -324,13 +324,15 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         self._log_terms("g", terms)
 
         if self.generator_ema is not None:
-            # Ramp the decay up so short runs are not dominated by the random initial weights.
-            step = self.step
-            decay = min(self.ema_decay, (1 + step) / (10 + step))
-            ema_update(self.generator_ema, self.generator, decay)
+            ema_update(self.generator_ema, self.generator, self.ema_decay_now(self.step))
         schedulers = self.lr_schedulers() or []  # Lightning returns None, one scheduler, or a list
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
+
+    def ema_decay_now(self, step: int) -> float:
+        """The EMA's decay after G's ``step``-th update (counted from 0): ``ema_decay``, ramped up from 0.1 so
+        that short runs are not dominated by the random initial weights. BigGAN and StyleGAN2 have their own."""
+        return min(self.ema_decay, (1 + step) / (10 + step))
 
     def _d_terms(self, critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
                  regularize: bool) -> dict[str, Tensor]:
