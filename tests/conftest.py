@@ -50,6 +50,8 @@ TINY_WIDTH = {
     "gan_int_cls": ["model.generator.width=4", "model.discriminator.width=4", "model.text_dim=8",
                     "model.generator.projected=4", "model.discriminator.projected=4", "text_encoder.word_dim=4",
                     "text_encoder.hidden=8"],
+    "biggan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "biggan_unconditional": ["model.generator.width=4", "model.discriminator.width=4"],
     "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
                  "model.discriminator.x_width=16", "model.discriminator.y_width=8",
                  "model.discriminator.joint_width=16"],
@@ -137,6 +139,7 @@ OFFLINE_DATA = {
     "cyclegan": ["data=digit_styles"], "ganomaly": ["data=mnist_anomaly"],
     "conv_autoencoder": ["data=mnist_anomaly"], "fanogan": ["data=mnist_anomaly"],
     "gan_int_cls": ["data=captioned_digits"],
+    "biggan": ["data.resolution=32"], "biggan_unconditional": ["data.resolution=32"],
 }
 
 
