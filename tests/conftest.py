@@ -52,6 +52,10 @@ TINY_WIDTH = {
                     "text_encoder.hidden=8"],
     "biggan": ["model.generator.width=4", "model.discriminator.width=4"],
     "biggan_unconditional": ["model.generator.width=4", "model.discriminator.width=4"],
+    "stylegan2": ["model.generator.channel_base=64", "model.generator.channel_max=8", "model.generator.w_dim=8",
+                  "model.discriminator.channel_base=64", "model.discriminator.channel_max=8"],
+    "stylegan2_conditional": ["model.generator.channel_base=64", "model.generator.channel_max=8", "model.generator.w_dim=8",
+                  "model.discriminator.channel_base=64", "model.discriminator.channel_max=8"],
     "cgan_mlp": ["model.generator.z_width=16", "model.generator.y_width=16", "model.generator.joint_width=32",
                  "model.discriminator.x_width=16", "model.discriminator.y_width=8",
                  "model.discriminator.joint_width=16"],
@@ -140,6 +144,7 @@ OFFLINE_DATA = {
     "conv_autoencoder": ["data=mnist_anomaly"], "fanogan": ["data=mnist_anomaly"],
     "gan_int_cls": ["data=captioned_digits"],
     "biggan": ["data.resolution=32"], "biggan_unconditional": ["data.resolution=32"],
+    "stylegan2": ["data.resolution=32"], "stylegan2_conditional": ["data.resolution=32"],
 }
 
 
