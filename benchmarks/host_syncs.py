@@ -1,6 +1,6 @@
 """Host synchronisations per training batch: tensor-to-Python conversions a GPU run would wait on.
 
-    python benchmarks/host_syncs.py                          # unconditional, conditional and paired, ~2 min
+    python benchmarks/host_syncs.py                          # every family below, ~5 min
     python benchmarks/host_syncs.py --families unconditional --steps 500
 
 Each family trains through ``gansuite.training.run.train`` with its default callbacks (progress bar, sample or
@@ -44,6 +44,15 @@ FAMILIES = {
     "conditional": ["model=projection", "data=mnist_offline"],
     # Narrow nets: counting needs no full-width U-Net, which runs at about 1.5 steps/s on 2 CPU cores.
     "paired": ["model=pix2pix", "data=edges2digits", "model.generator.width=8", "model.discriminator.width=8"],
+    # Issue 21's families with what they add to a step: ADA's p controller, LeCam's averages, lazy R1 and
+    # path length, a relativistic G loss. Narrow nets, as for the paired family.
+    "biggan_ada_lecam": ["model=biggan", "data=mnist_offline", "data.resolution=32", "model.generator.width=8",
+                         "model.discriminator.width=8", "loss=hinge", "loss/regularizer=lecam", "augment=ada"],
+    "stylegan2_ada_ragan": ["model=stylegan2", "data=mnist_offline", "data.resolution=32", "model.latent_dim=64",
+                            "model.generator.w_dim=64", "model.generator.channel_base=512",
+                            "model.generator.channel_max=32", "model.discriminator.channel_base=512",
+                            "model.discriminator.channel_max=32", "loss=ragan", "loss/regularizer=r1",
+                            "augment=ada"],
 }
 TARGET = 0.05
 

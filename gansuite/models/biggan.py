@@ -25,9 +25,16 @@ from gansuite.nets.biggan import orthogonal_penalty
 
 
 class _BigGANTraining:
-    """Orthogonal regularisation and the late-starting EMA, mixed into the conditional and unconditional modules."""
+    """Orthogonal regularisation and the late-starting EMA, mixed in before the conditional or unconditional base.
 
-    def _init_biggan(self, ortho_weight: float, ema_start: int) -> None:
+    Args:
+        ortho_weight: beta of the orthogonal regularisation (0 turns it off).
+        ema_start: G updates before the EMA starts to decay.
+        (the rest: see the base class)
+    """
+
+    def __init__(self, *, ortho_weight: float = 0.0, ema_start: int = 1000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if not ortho_weight >= 0:
             raise ConfigError(f"model.module.ortho_weight must be >= 0 (got {ortho_weight!r}); BigGAN uses 1e-4, "
                               "its CIFAR-10 script 0.")
@@ -40,7 +47,8 @@ class _BigGANTraining:
     def ema_decay_now(self, step: int) -> float:
         return 0.0 if step < self.ema_start else self.ema_decay
 
-    def _with_ortho(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    def generator_loss(self, batch, fake) -> dict[str, Tensor]:
+        terms = super().generator_loss(batch, fake)
         if self.ortho_weight:  # (the penalty leaves G's shared class embedding out by itself)
             terms["ortho"] = orthogonal_penalty(self.generator)
             terms["loss"] = terms["loss"] + self.ortho_weight * terms["ortho"]
@@ -48,31 +56,8 @@ class _BigGANTraining:
 
 
 class BigGAN(_BigGANTraining, ConditionalGAN):
-    """Class-conditional BigGAN: ``generator(z, y)``, ``discriminator(x, y)``.
-
-    Args:
-        ortho_weight: beta of the orthogonal regularisation (0 turns it off).
-        ema_start: G updates before the EMA starts to decay.
-        (the rest: see :class:`gansuite.models.gan.ConditionalGAN`)
-    """
-
-    def __init__(self, *, ortho_weight: float = 0.0, ema_start: int = 1000, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._init_biggan(ortho_weight, ema_start)
-
-    def generator_loss(self, batch, fake) -> dict[str, Tensor]:
-        return self._with_ortho(super().generator_loss(batch, fake))
+    """Class-conditional BigGAN: ``generator(z, y)``, ``discriminator(x, y)``; arguments as :class:`_BigGANTraining`."""
 
 
 class UnconditionalBigGAN(_BigGANTraining, UnconditionalGAN):
-    """BigGAN without labels: ``generator(z)``, ``discriminator(x)``.
-
-    Args: as :class:`BigGAN`, without ``num_classes``.
-    """
-
-    def __init__(self, *, ortho_weight: float = 0.0, ema_start: int = 1000, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._init_biggan(ortho_weight, ema_start)
-
-    def generator_loss(self, batch, fake) -> dict[str, Tensor]:
-        return self._with_ortho(super().generator_loss(batch, fake))
+    """BigGAN without labels: ``generator(z)``, ``discriminator(x)``; arguments as :class:`_BigGANTraining`."""

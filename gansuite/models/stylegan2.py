@@ -30,10 +30,21 @@ from gansuite.nets.stylegan2 import path_length_penalty
 
 
 class _StyleGAN2Training:
-    """Path-length regularisation and the EMA by images, mixed into both StyleGAN2 modules."""
+    """Path-length regularisation and the EMA by images, mixed in before the conditional or unconditional base.
 
-    def _init_stylegan2(self, pl_weight: float, pl_every: int, pl_decay: float, pl_shrink: int,
-                        ema_kimg: float, ema_rampup: float | None) -> None:
+    Args:
+        pl_weight: weight of the path-length penalty (ADA: 2; 0 for CIFAR-10, which turns it off).
+        pl_every: G updates between path-length penalties (lazy regularisation; 4).
+        pl_decay: how fast the penalty's target length follows the observed lengths (0.01).
+        pl_shrink: the penalty runs on batch_size // pl_shrink new latents (2).
+        ema_kimg: thousand images over which the EMA's weight halves (ADA: batch * 10 / 32; CIFAR-10 500).
+        ema_rampup: cap that half-life at this fraction of the images seen so far (CIFAR-10 0.05), or null.
+        (the rest: see the base class)
+    """
+
+    def __init__(self, *, pl_weight: float = 2.0, pl_every: int = 4, pl_decay: float = 0.01, pl_shrink: int = 2,
+                 ema_kimg: float = 10.0, ema_rampup: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         checks = (("pl_weight", pl_weight, pl_weight >= 0, "2 (0 for CIFAR-10)"),
                   ("pl_every", pl_every, isinstance(pl_every, int) and pl_every >= 1, "4"),
                   ("pl_decay", pl_decay, 0 < pl_decay <= 1, "0.01"),
@@ -55,8 +66,9 @@ class _StyleGAN2Training:
             ema_nimg = min(ema_nimg, self.samples_consumed * self.ema_rampup)
         return 0.5 ** (per_update / max(ema_nimg, 1e-8))
 
-    def _with_path_length(self, terms: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
-        """G's terms plus the path-length penalty on the G updates it falls on (every ``pl_every``-th)."""
+    def generator_loss(self, batch, fake) -> dict[str, Tensor]:
+        """The base's G terms plus the path-length penalty on the G updates it falls on (every ``pl_every``-th)."""
+        terms = super().generator_loss(batch, fake)
         if not self.pl_weight or self.step % self.pl_every:
             return terms
         real = batch[0]
@@ -70,41 +82,10 @@ class _StyleGAN2Training:
         return terms
 
 
-_ARGS = """Args:
-        pl_weight: weight of the path-length penalty (ADA: 2; 0 for CIFAR-10, which turns it off).
-        pl_every: G updates between path-length penalties (lazy regularisation; 4).
-        pl_decay: how fast the penalty's target length follows the observed lengths (0.01).
-        pl_shrink: the penalty runs on batch_size // pl_shrink new latents (2).
-        ema_kimg: thousand images over which the EMA's weight halves (ADA: batch * 10 / 32; CIFAR-10 500).
-        ema_rampup: cap that half-life at this fraction of the images seen so far (CIFAR-10 0.05), or null.
-        (the rest: see the base class)"""
-
-
 class StyleGAN2(_StyleGAN2Training, UnconditionalGAN):
-    __doc__ = f"""Unconditional StyleGAN2: ``generator(z)``, ``discriminator(x)``.
-
-    {_ARGS}
-    """
-
-    def __init__(self, *, pl_weight: float = 2.0, pl_every: int = 4, pl_decay: float = 0.01, pl_shrink: int = 2,
-                 ema_kimg: float = 10.0, ema_rampup: float | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._init_stylegan2(pl_weight, pl_every, pl_decay, pl_shrink, ema_kimg, ema_rampup)
-
-    def generator_loss(self, batch, fake) -> dict[str, Tensor]:
-        return self._with_path_length(super().generator_loss(batch, fake), batch)
+    """Unconditional StyleGAN2: ``generator(z)``, ``discriminator(x)``; arguments as :class:`_StyleGAN2Training`."""
 
 
 class ConditionalStyleGAN2(_StyleGAN2Training, ConditionalGAN):
-    __doc__ = f"""Class-conditional StyleGAN2: ``generator(z, y)``, ``discriminator(x, y)``.
-
-    {_ARGS}
-    """
-
-    def __init__(self, *, pl_weight: float = 2.0, pl_every: int = 4, pl_decay: float = 0.01, pl_shrink: int = 2,
-                 ema_kimg: float = 10.0, ema_rampup: float | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._init_stylegan2(pl_weight, pl_every, pl_decay, pl_shrink, ema_kimg, ema_rampup)
-
-    def generator_loss(self, batch, fake) -> dict[str, Tensor]:
-        return self._with_path_length(super().generator_loss(batch, fake), batch)
+    """Class-conditional StyleGAN2: ``generator(z, y)``, ``discriminator(x, y)``; arguments as
+    :class:`_StyleGAN2Training`."""
