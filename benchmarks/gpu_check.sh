@@ -53,7 +53,8 @@ for precision in 32-true bf16-mixed; do
     --resolution $RES --steps $STEPS --warmup $WARMUP --repeats 1 --compile --no-tty $THROUGHPUT_WIDTH \
     --json "$OUT/throughput_compile_$precision.json"
 done
-part host_syncs 30 python benchmarks/host_syncs.py --device $DEVICE --steps $SYNC_STEPS --json "$OUT/host_syncs.json"
+part host_syncs 30 python benchmarks/host_syncs.py --device $DEVICE --steps $SYNC_STEPS \
+  --families unconditional conditional paired --json "$OUT/host_syncs.json"
 part fid_speed 120 python benchmarks/fid_speed.py --device $DEVICE --n $FID_N --batch $FID_BATCH --json "$OUT/fid_speed.json"
 part startup 20 python benchmarks/startup.py --repeats 1 --json "$OUT/startup.json" -- trainer=$TRAINER
 RUN_DIR="$OUT/default_run"
