@@ -259,3 +259,23 @@ def test_evaluation_over_three_uneven_ranks_equals_one_process(tmp_path):
                                       "recall_10"}
     for key, value in one.items():
         torch.testing.assert_close(three[key], value, atol=1e-9, rtol=1e-9, msg=key)
+
+
+def test_ada_under_ddp_adapts_p_from_both_ranks_scores(tmp_path):
+    """augment=ada on 2 processes: r_t is reduced over the ranks every interval, and p moves by the global batch."""
+    common = ["model=dcgan", "data=mnist_offline", "data.batch_size=8", "model.latent_dim=8",
+              "model.generator.width=4", "model.discriminator.width=4", "callbacks=none", "eval=none",
+              "logger=none", "augment=ada", "augment.fn.interval=1", "augment.fn.speed_kimg=0.16",
+              "augment.fn.initial_p=0.5"]
+    run = tmp_path / "ddp"
+    _run([sys.executable, "-m", "gansuite.cli.train", *common, "trainer=ddp", "trainer.accelerator=cpu",
+          "trainer.devices=2", "trainer.max_steps=3", "trainer.checkpoint_every=3", f"hydra.run.dir={run}"],
+         tmp_path)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    # Each update moves p by +-(8 images x 2 ranks) / 160 = 0.1 from 0.5 (never down to 0): after 3 updates
+    # 0.2, 0.4, 0.6 or 0.8. Counting one rank's 8 images would move it by 0.05 (0.35 ... 0.65).
+    p = float(state["augment.p"])
+    assert min(abs(p - v) for v in (0.2, 0.4, 0.6, 0.8)) < 1e-5, p
+    # r_t of the last update: signs of 16 scores (both ranks), so a multiple of 1/16 in [-1, 1].
+    rt = float(state["augment.last_rt"])
+    assert -1.0 <= rt <= 1.0 and (rt * 16) == round(rt * 16)
