@@ -51,13 +51,6 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 Regularizer = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
 
 
-def batch_size(batch: Any) -> int:
-    """Samples in a batch: the length of its first tensor (batches are tensors or tuples / dicts of them)."""
-    while not isinstance(batch, Tensor):
-        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-    return batch.shape[0]
-
-
 @contextmanager
 def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
     """``net`` in eval mode for the block; its mode is restored after."""
@@ -274,6 +267,12 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         if self.augment is not None:
             self.augment.observe_real(scores)
 
+    def _sum_over_ranks(self, t: Tensor) -> Tensor:
+        """``t`` summed over the processes of a distributed run (a collective every rank joins); ``t`` alone."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return t
+        return self.trainer.strategy.reduce(t, reduce_op="sum")
+
     def _real_scores(self, critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor | None:
         """D's outputs on the reals for a relativistic G loss (``objective.g_uses_real``), else None. No graph:
         D is frozen in G's update and the reals do not depend on G."""
@@ -305,11 +304,10 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
                     p.clamp_(-self.objective.weight_clip, self.objective.weight_clip)
         self.untoggle_optimizer(opt_d)
         self._log_terms("d", terms)
-        if self.augment is not None:
+        if self.augment is not None:  # the reals of this update over all ranks, as samples_consumed counts them
             world = self.trainer.world_size if self._trainer else 1
-            reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else (lambda t: t)
-            images = batch_size(batch) * world
-            self._log_terms("augment", self.augment.after_d_update(d_updates + 1, images, reduce))
+            images = self._batch_size() * world
+            self._log_terms("augment", self.augment.after_d_update(d_updates + 1, images, self._sum_over_ranks))
 
         if g_update_now:
             self._generator_step(opt_g, batch, fake)

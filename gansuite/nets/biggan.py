@@ -73,6 +73,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from gansuite.errors import ConfigError
+from gansuite.nets.checks import check_classes, check_int
 
 RESOLUTIONS = (32, 64, 128)
 BOTTOM = 4  # G's first feature map, the code's bottom_width
@@ -92,12 +93,6 @@ D_BLOCKS = {
 Init = Literal["N02", "ortho", "glorot"]
 
 
-def _check_int(value: object, key: str, low: int, hint: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{key} must be an integer >= {low} (got {value!r}); {hint}.")
-    return value
-
-
 def _check_shape(shape: Sequence[int], key: str) -> tuple[int, int]:
     """(channels, resolution), after checking for square 32, 64 or 128 px images."""
     shape = tuple(shape)  # instantiate hands a list over
@@ -107,14 +102,6 @@ def _check_shape(shape: Sequence[int], key: str) -> tuple[int, int]:
             f"of shape {shape}; set data.resolution to 32, 64 or 128 (data.resolution=32 for 28 px MNIST)."
         )
     return shape[0], shape[1]
-
-
-def _check_classes(num_classes: object, key: str) -> int | None:
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
-                                    or num_classes < 2):
-        raise ConfigError(f"{key}: num_classes must be null (unconditional) or an integer >= 2 "
-                          f"(got {num_classes!r}); train a conditional model on labelled data such as data=cifar10.")
-    return num_classes
 
 
 def _check_attention(attention: object, key: str) -> frozenset[int]:
@@ -276,11 +263,11 @@ class Generator(nn.Module):
         super().__init__()
         key = "model.generator"
         channels, self.resolution = _check_shape(shape, key)
-        width = _check_int(width, f"{key}.width", 1, "BigGAN uses 64 on CIFAR-10 and 96 on ImageNet")
-        latent_dim = _check_int(latent_dim, f"{key}.latent_dim", 1, "BigGAN uses 128, or 120 at 128 px")
-        self.num_classes = _check_classes(num_classes, key)
+        width = check_int(width, f"{key}.width", 1, "BigGAN uses 64 on CIFAR-10 and 96 on ImageNet.")
+        latent_dim = check_int(latent_dim, f"{key}.latent_dim", 1, "BigGAN uses 128, or 120 at 128 px.")
+        self.num_classes = check_classes(num_classes, key)
         if shared_dim is not None:
-            shared_dim = _check_int(shared_dim, f"{key}.shared_dim", 1, "BigGAN uses 128, or null for none")
+            shared_dim = check_int(shared_dim, f"{key}.shared_dim", 1, "BigGAN uses 128, or null for none.")
         attention = _check_attention(attention, key)
         init = _check_init(init, key)
         if not isinstance(bn_eps, (int, float)) or isinstance(bn_eps, bool) or not bn_eps > 0:
@@ -410,8 +397,8 @@ class Discriminator(nn.Module):
         super().__init__()
         key = "model.discriminator"
         channels, resolution = _check_shape(shape, key)
-        width = _check_int(width, f"{key}.width", 1, "BigGAN uses 64 on CIFAR-10 and 96 on ImageNet")
-        self.num_classes = _check_classes(num_classes, key)
+        width = check_int(width, f"{key}.width", 1, "BigGAN uses 64 on CIFAR-10 and 96 on ImageNet.")
+        self.num_classes = check_classes(num_classes, key)
         attention = _check_attention(attention, key)
         init = _check_init(init, key)
         sn = bool(spectral_norm)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from gansuite.errors import ConfigError
+from gansuite.nets.checks import check_classes
 
 RESOLUTION = 32  # the papers' CIFAR-10 nets; their 48 / 64 / 128 px nets change the widths per block
 BOTTOM = 4  # G's first feature map; three 2x up-samplings reach 32 px
@@ -46,14 +47,6 @@ def _check_shape(shape: tuple[int, ...], key: str) -> int:
             f"{tuple(shape)}; set data.resolution={RESOLUTION} (or use model=dcgan for 28 / 64 px)."
         )
     return shape[0]
-
-
-def _check_classes(num_classes: int | None, key: str) -> int | None:
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
-                                    or num_classes < 2):
-        raise ConfigError(f"{key}: num_classes must be null (unconditional) or an integer >= 2 "
-                          f"(got {num_classes!r}); train a conditional model on labelled data such as data=cifar10.")
-    return num_classes
 
 
 def _check_width(width: int, key: str) -> int:
@@ -146,7 +139,7 @@ class Generator(nn.Module):
         super().__init__()
         channels = _check_shape(shape, "model.generator")
         width = _check_width(width, "model.generator")
-        self.num_classes = _check_classes(num_classes, "model.generator")
+        self.num_classes = check_classes(num_classes, "model.generator")
         self.width = width
         self.linear = _glorot(nn.Linear(latent_dim, BOTTOM * BOTTOM * width))
         self.blocks = nn.ModuleList([_GBlock(width, width, num_classes) for _ in range(3)])
@@ -223,7 +216,7 @@ class Discriminator(nn.Module):
         super().__init__()
         channels = _check_shape(shape, "model.discriminator")
         width = _check_width(width, "model.discriminator")
-        self.num_classes = _check_classes(num_classes, "model.discriminator")
+        self.num_classes = check_classes(num_classes, "model.discriminator")
         if pooling not in ("mean", "sum"):
             raise ConfigError(f"model.discriminator.pooling must be mean or sum (got {pooling!r}); "
                               "WGAN-GP used mean, SNGAN sum.")

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gansuite.errors import ConfigError
+from gansuite.nets.checks import check_classes, check_int
 
 RESAMPLE_FILTER = (1, 3, 3, 1)  # StyleGAN2's low-pass filter for every up- and down-sampling
 LRELU_SLOPE = 0.2
@@ -447,12 +448,6 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-def _int(value: object, key: str, minimum: int, hint: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum} (got {value!r}); {hint}")
-    return value
-
-
 def _check_shape(shape: Sequence[int], key: str) -> tuple[int, int]:
     """(channels, resolution) after checking for square 1- or 3-channel images, a power of two from 8 up."""
     shape = tuple(shape)  # instantiate hands a list over
@@ -470,13 +465,9 @@ def _check_shape(shape: Sequence[int], key: str) -> tuple[int, int]:
 
 def _check_common(key: str, resolution: int, num_classes: int | None, channel_base: int, channel_max: int,
                   architecture: str, choices: tuple[str, ...], conv_clamp: float | None) -> None:
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
-                                    or num_classes < 2):
-        raise ConfigError(f"{key}: num_classes must be null (unconditional) or an integer >= 2 "
-                          f"(got {num_classes!r}); train a conditional model on labelled data such as "
-                          "data=cifar10.")
-    _int(channel_max, f"{key}.channel_max", 1, "ADA uses 512.")
-    _int(channel_base, f"{key}.channel_base", resolution,
+    check_classes(num_classes, key)
+    check_int(channel_max, f"{key}.channel_max", 1, "ADA uses 512.")
+    check_int(channel_base, f"{key}.channel_base", resolution,
          f"at {resolution} px each layer needs channel_base // {resolution} >= 1 channels "
          "(ADA: 16384 or 32768).")
     if architecture not in choices:
@@ -529,9 +520,9 @@ class Generator(nn.Module):
         img_channels, resolution = _check_shape(shape, key)
         _check_common(key, resolution, num_classes, channel_base, channel_max, architecture,
                       ("orig", "skip", "resnet"), conv_clamp)
-        _int(latent_dim, f"{key}.latent_dim", 1, "ADA uses 512.")
-        _int(w_dim, f"{key}.w_dim", 1, "ADA uses 512.")
-        _int(mapping_layers, f"{key}.mapping_layers", 1, "StyleGAN2 uses 8, ADA's cifar config 2.")
+        check_int(latent_dim, f"{key}.latent_dim", 1, "ADA uses 512.")
+        check_int(w_dim, f"{key}.w_dim", 1, "ADA uses 512.")
+        check_int(mapping_layers, f"{key}.mapping_layers", 1, "StyleGAN2 uses 8, ADA's cifar config 2.")
         if isinstance(style_mixing_prob, bool) or not isinstance(style_mixing_prob, (int, float)) \
                 or not 0 <= style_mixing_prob <= 1:
             raise ConfigError(f"{key}.style_mixing_prob must be in [0, 1] (got {style_mixing_prob!r}); "
@@ -726,15 +717,15 @@ class Discriminator(nn.Module):
                       ("orig", "skip", "resnet"), conv_clamp)
         channels = _channels(channel_base, channel_max, resolution)
         if mbstd_group_size is not None:
-            _int(mbstd_group_size, f"{key}.mbstd_group_size", 1,
+            check_int(mbstd_group_size, f"{key}.mbstd_group_size", 1,
                  "ADA uses 4, its cifar config 32 (null: the whole batch).")
-        _int(mbstd_num_channels, f"{key}.mbstd_num_channels", 0, "ADA uses 1 (0 disables the layer).")
+        check_int(mbstd_num_channels, f"{key}.mbstd_num_channels", 0, "ADA uses 1 (0 disables the layer).")
         if mbstd_num_channels and channels[4] % mbstd_num_channels:
             raise ConfigError(f"{key}.mbstd_num_channels must divide the {channels[4]} channels at 4x4 "
                               f"(got {mbstd_num_channels}); ADA uses 1.")
         if cmap_dim is not None:
-            _int(cmap_dim, f"{key}.cmap_dim", 1, "null uses the 4x4 channels, as ADA.")
-        _int(mapping_layers, f"{key}.mapping_layers", 1, "ADA's D uses 8.")
+            check_int(cmap_dim, f"{key}.cmap_dim", 1, "null uses the 4x4 channels, as ADA.")
+        check_int(mapping_layers, f"{key}.mapping_layers", 1, "ADA's D uses 8.")
         if isinstance(mapping_lr_multiplier, bool) or not isinstance(mapping_lr_multiplier, (int, float)) \
                 or not mapping_lr_multiplier > 0:
             raise ConfigError(f"{key}.mapping_lr_multiplier must be positive "
