@@ -97,6 +97,22 @@ def test_gansuite_eval_on_the_checkpoint_gives_the_callbacks_number(evaluated_ru
         assert_close(from_cli["values"][key], value, rtol=1e-9, atol=1e-12)
 
 
+def test_gansuite_eval_raw_writes_its_own_file_and_says_which_generator(evaluated_run, tmp_path, capsys):
+    cfg, result = evaluated_run
+    ckpt = Path(result["output_dir"]) / "checkpoints" / "last.ckpt"
+    run = tmp_path / "run" / "checkpoints"  # a copy, so the other tests' last.eval.json is not touched
+    run.mkdir(parents=True)
+    (run / "last.ckpt").write_bytes(ckpt.read_bytes())
+    evaluate.main([str(run / "last.ckpt")])
+    ema = json.loads((run / "last.eval.json").read_text())
+    evaluate.main([str(run / "last.ckpt"), "--raw"])
+    raw = json.loads((run / "last.raw.eval.json").read_text())
+    assert json.loads((run / "last.eval.json").read_text()) == ema  # --raw left the EMA's result as it was
+    assert result["module"].generator_ema is not None
+    assert (ema["generator"], raw["generator"]) == ("ema", "raw")  # the EMA file would say "raw" if overwritten
+    assert ema["protocol"] == raw["protocol"] and ema["step"] == raw["step"] == 3
+
+
 def test_a_folder_of_the_same_samples_gives_the_same_numbers(evaluated_run, tmp_path, capsys):
     cfg, result = evaluated_run
     module = result["module"]

@@ -91,7 +91,9 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
                           "2D runs get their mode metrics from callbacks.scatter_2d.")
     evaluator.prepare(module)
     result = evaluator.evaluate(module, step=checkpoint.get("gansuite_step"), ema=ema)
-    result.extra = {**result.extra, "checkpoint": str(path)}
+    # Which generator was measured: "raw" for --raw or a run without an EMA (sample() falls back to it).
+    generator = "ema" if ema and getattr(module, "generator_ema", None) is not None else "raw"
+    result.extra = {**result.extra, "checkpoint": str(path), "generator": generator}
     return result
 
 
@@ -196,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("source", nargs="?", help="a .ckpt, a run directory, or a folder of images")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. eval.num_samples=50000")
-    parser.add_argument("--json", help="write the result here (default for a checkpoint: <checkpoint>.eval.json)")
+    parser.add_argument("--json", help="write the result here (default for a checkpoint: <checkpoint>.eval.json, "
+                                       "with --raw <checkpoint>.raw.eval.json)")
     parser.add_argument("--device", help="cpu or cuda (default: the run's trainer.accelerator; cpu for trainer=cpu)")
     parser.add_argument("--raw", action="store_true", help="evaluate the raw generator, not its EMA")
     parser.add_argument("--precompute", action="store_true", help="only compute and cache the reference features")
@@ -224,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
             from gansuite.training.checkpointing import resolve_resume
 
             source = resolve_resume(source, key="checkpoint")
-        out = args.json if is_folder else args.json or source.with_suffix(".eval.json")
+        # --raw has a file of its own by default: it must not overwrite the EMA's result beside it.
+        out = args.json if is_folder else args.json or source.with_suffix(".raw.eval.json" if args.raw else ".eval.json")
         if out:  # before the evaluation, which may take minutes: its result must have somewhere to go
             check_writable(Path(out), "--json")
         if is_folder:
