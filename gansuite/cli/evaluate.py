@@ -91,8 +91,7 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
                           "2D runs get their mode metrics from callbacks.scatter_2d.")
     evaluator.prepare(module)
     result = evaluator.evaluate(module, step=checkpoint.get("gansuite_step"), ema=ema)
-    # Which generator was measured: "raw" for --raw or a run without an EMA (sample() falls back to it).
-    generator = "ema" if ema and getattr(module, "generator_ema", None) is not None else "raw"
+    generator = "raw" if module.sampling_generator(ema) is module.generator else "ema"  # --raw, or no EMA kept
     result.extra = {**result.extra, "checkpoint": str(path), "generator": generator}
     return result
 

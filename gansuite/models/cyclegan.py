@@ -225,13 +225,8 @@ class CycleGAN(AdversarialModule):
         """
         if direction not in ("a2b", "b2a"):
             raise ValueError(f"CycleGAN.translate: direction must be a2b or b2a, got {direction!r}")
-        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
-        was_training = net.training
-        net.eval()
-        try:
+        with self.evaluating(ema) as net:
             return net[direction](x.to(self.device, self.dtype))
-        finally:
-            net.train(was_training)
 
     # ---------------------------------------------------------------- one step
     def generate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:

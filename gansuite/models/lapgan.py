@@ -163,13 +163,8 @@ class LAPGAN(AdversarialModule):
     @torch.no_grad()
     def sample_levels(self, inputs: Sequence[Tensor], ema: bool = True) -> list[Tensor]:
         """Every level's image (indexed by level, 0 = full resolution) from the EMA generator, in eval mode."""
-        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
-        was_training = net.training
-        net.eval()
-        try:
+        with self.evaluating(ema) as net:
             return net.forward_levels(inputs)
-        finally:
-            net.train(was_training)
 
 
 # ----------------------------------------------------------------------------- pictures of the levels

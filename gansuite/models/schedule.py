@@ -220,11 +220,14 @@ class AdversarialModule(LossWatch, ExactResume, L.LightningModule):
         """D's raw scores for ``samples`` made from ``inputs`` (a conditional D also sees the labels)."""
         return self.discriminator(samples)
 
+    def sampling_generator(self, ema: bool = True) -> nn.Module:
+        """The generator that samples: the EMA copy when asked for and the run keeps one, else the trained one."""
+        return self.generator_ema if ema and self.generator_ema is not None else self.generator
+
     @contextmanager
     def evaluating(self, ema: bool = True) -> Iterator[nn.Module]:
-        """The EMA generator (or the raw one) in eval mode for the block; its mode is restored after."""
-        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
-        with eval_mode(net):
+        """:meth:`sampling_generator` in eval mode for the block; its mode is restored after."""
+        with eval_mode(self.sampling_generator(ema)) as net:
             yield net
 
     @torch.no_grad()

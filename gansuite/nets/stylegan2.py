@@ -468,8 +468,8 @@ def _check_common(key: str, resolution: int, num_classes: int | None, channel_ba
     check_classes(num_classes, key)
     check_int(channel_max, f"{key}.channel_max", 1, "ADA uses 512.")
     check_int(channel_base, f"{key}.channel_base", resolution,
-         f"at {resolution} px each layer needs channel_base // {resolution} >= 1 channels "
-         "(ADA: 16384 or 32768).")
+              f"at {resolution} px each layer needs channel_base // {resolution} >= 1 channels "
+              "(ADA: 16384 or 32768).")
     if architecture not in choices:
         raise ConfigError(f"{key}.architecture must be one of {', '.join(choices)} (got {architecture!r}).")
     if conv_clamp is not None and (isinstance(conv_clamp, bool) or not isinstance(conv_clamp, (int, float))
@@ -718,7 +718,7 @@ class Discriminator(nn.Module):
         channels = _channels(channel_base, channel_max, resolution)
         if mbstd_group_size is not None:
             check_int(mbstd_group_size, f"{key}.mbstd_group_size", 1,
-                 "ADA uses 4, its cifar config 32 (null: the whole batch).")
+                      "ADA uses 4, its cifar config 32 (null: the whole batch).")
         check_int(mbstd_num_channels, f"{key}.mbstd_num_channels", 0, "ADA uses 1 (0 disables the layer).")
         if mbstd_num_channels and channels[4] % mbstd_num_channels:
             raise ConfigError(f"{key}.mbstd_num_channels must divide the {channels[4]} channels at 4x4 "

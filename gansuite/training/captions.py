@@ -51,7 +51,7 @@ class CaptionMetrics(EveryNSteps):
                                  ema=self.ema)
         record = {"step": step, "values": values, "protocol": {
             "data": datamodule.name, "seed": self.seed,
-            "generator": "EMA" if self.ema and pl_module.generator_ema is not None else "trained",
+            "generator": "trained" if pl_module.sampling_generator(self.ema) is pl_module.generator else "EMA",
             "captions": "the held-out digits' captions, one image each: training phrasings, and held-out phrasings "
                         "(keys ending _heldout_phrasing)",
             "digit_acc": "fraction read as the named digit by the offline MNIST's domain classifier (shipped)",
